@@ -1,0 +1,65 @@
+"""Ingest settings: which inputs to read, how to cut them into documents, how to split them."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Split = Literal["train", "valid", "test"]
+
+
+class InputSpec(BaseModel):
+    """One input: a file, a directory (read recursively) or a glob.
+
+    ``split`` assigns every document of this input to one split instead of the hash split, e.g. a
+    held-out file: ``{path = "data/valid.txt", split = "valid"}``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(min_length=1)
+    split: Optional[Split] = None
+
+
+class IngestConfig(BaseModel):
+    """How raw text becomes clean, deduplicated, split documents.
+
+    Formats are chosen by file name: ``.txt`` (and any other name), ``.txt.gz``, ``.jsonl``/``.jsonl.gz``
+    (one JSON object per line, text under ``text_field``), ``.parquet`` (text in ``text_column``).
+    ``unit`` cuts plain text into documents: one per ``line``, per blank-line separated ``paragraph``,
+    or one per ``file``. JSONL records and Parquet rows are always one document each.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: list[Union[str, InputSpec]] = Field(
+        default_factory=lambda: ["data/tinyshakespeare/input.txt"], min_length=1
+    )
+    unit: Literal["line", "paragraph", "file"] = "paragraph"
+    text_field: str = Field("text", min_length=1, description="JSONL: key holding the text")
+    text_column: str = Field("text", min_length=1, description="Parquet: column holding the text")
+    encoding_errors: Literal["strict", "replace"] = Field(
+        "strict", description="invalid UTF-8: refuse (strict) or replace with U+FFFD and count"
+    )
+    on_error: Literal["fail", "skip"] = Field(
+        "fail",
+        description="a corrupt file or record (truncated .gz, bad JSON line, missing field, unreadable "
+        "file): fail the stage, or skip it and list it in the report",
+    )
+    valid_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    split_salt: str = Field("arpipe", description="changes the hash split without changing the data")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "IngestConfig":
+        if self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"valid_fraction + test_fraction must be < 1 (got {self.valid_fraction} + "
+                f"{self.test_fraction}); the train split would be empty"
+            )
+        return self
+
+    @property
+    def input_specs(self) -> list[InputSpec]:
+        return [i if isinstance(i, InputSpec) else InputSpec(path=i) for i in self.inputs]

@@ -1,0 +1,1 @@
+"""Wiring: the pipeline flow, the stage table and the CLI."""

@@ -1,0 +1,134 @@
+"""The ``arpipe`` command line.
+
+    arpipe run [--from STAGE]        the whole pipeline; --from recomputes STAGE and what follows
+    arpipe stage NAME                recompute exactly one stage on the latest upstream outputs
+    arpipe status                    per stage: is its output for this config there, and where
+
+All take ``--config FILE`` (TOML or YAML) and repeatable ``--set section.key=value``; ``--json`` prints
+one machine-readable summary on stdout at the end. Exit codes: 0 success, 1 a stage or the tracking
+store failed, 2 invalid config or usage, 130 interrupted; failures print one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from arcore.config import PipelineConfig, load_config
+from arcore.errors import ArpipeError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train and compare autoregressive language models, from raw text to generated text.")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML or YAML config file", dir_okay=False)
+SetOpt = typer.Option([], "--set", help="override: section.key=value (repeatable)")
+JsonOpt = typer.Option(False, "--json", help="print one JSON summary on stdout at the end")
+
+
+def fail(message: str, code: int) -> "typer.Exit":
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def prepare(config: Optional[Path], sets: list[str]) -> PipelineConfig:
+    """Validate the config and point Prefect at the project's work dir, before any work starts."""
+    try:
+        cfg = load_config(config, sets)
+    except ConfigError as e:
+        raise fail(str(e), 2)
+    work = Path(cfg.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(work / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return cfg
+
+
+def execute(cfg: PipelineConfig, json_out: bool, **mode) -> None:
+    if not json_out and sys.stderr.isatty():
+        os.environ["ARPIPE_PROGRESS"] = "1"
+    from flows.pipeline import pipeline  # imports prefect: after PREFECT_HOME is set
+
+    try:
+        summary = pipeline(config=cfg, **mode)
+    except ArpipeError as e:
+        raise fail(str(e), 1)
+    except KeyboardInterrupt:
+        raise fail("interrupted; runs in progress were marked KILLED", 130)
+    except Exception as e:  # a bug, not bad input: still one line here, details in the Prefect logs
+        raise fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (see the log above)", 1)
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+
+
+def print_summary(summary: dict) -> None:
+    typer.echo(f"{'stage':<11} {'state':<10} {'seconds':>8}  output")
+    for s in summary["stages"]:
+        typer.echo(f"{s['stage']:<11} {s['state']:<10} {s['seconds']:>8.2f}  {s['output_dir']}")
+        shown = {k: v for k, v in s["metrics"].items() if not k.startswith("bytes_")}
+        if shown:
+            typer.echo("            " + ", ".join(f"{k}={v:g}" for k, v in list(shown.items())[:8]))
+    typer.echo(f"MLflow run {summary['mlflow_run_id']}   Prefect flow run {summary['flow_run_id']}")
+
+
+@app.command()
+def run(
+    from_: Optional[str] = typer.Option(None, "--from", help="recompute this stage and all later ones"),
+    config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, json_out: bool = JsonOpt,
+) -> None:
+    """Run the whole pipeline, reusing every stage whose output for this config exists."""
+    cfg = prepare(config, set_)
+    _check_stage(from_)
+    execute(cfg, json_out, rerun_from=from_)
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help="stage to recompute"),
+    config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, json_out: bool = JsonOpt,
+) -> None:
+    """Recompute exactly one stage (ignoring its cache) on the latest upstream outputs."""
+    cfg = prepare(config, set_)
+    _check_stage(name)
+    execute(cfg, json_out, only=name)
+
+
+@app.command()
+def status(config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, json_out: bool = JsonOpt) -> None:
+    """Per stage: whether its output for the current config exists, and where."""
+    cfg = prepare(config, set_)
+    from flows.stages import stage_status
+
+    try:
+        rows = stage_status(cfg)
+    except ArpipeError as e:
+        raise fail(str(e), 1)
+    if json_out:
+        typer.echo(json.dumps({"stages": rows}, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['stage']:<11} {r['state']:<9} {r['output_dir'] or '-'}  {r['detail']}")
+
+
+def _check_stage(name: Optional[str]) -> None:
+    if name is None:
+        return
+    from flows.stages import STAGE_NAMES
+
+    if name not in STAGE_NAMES:
+        raise fail(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}", 2)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The pipeline flow: ingest -> ... , one Prefect task and one MLflow child run per stage.
+
+Reads like a table of contents: for each stage in ``flows.stages.STAGES``, build its context (key from
+config and upstream digests), run its task (Prefect returns the cached result when the key's output is
+complete), and record it under the pipeline's MLflow parent run.
+
+Modes
+- default: every stage, each reused when its output for the current config exists (``cached``)
+- ``rerun_from=STAGE``: STAGE and every later stage are recomputed, earlier ones reused
+- ``only=STAGE``: exactly STAGE is recomputed, on the latest committed outputs of its upstream stages
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.exceptions import TerminationSignal
+from prefect.runtime import flow_run
+
+from arcore.config import PipelineConfig
+from arcore.stage import require_latest
+from flows.logs import quiet_user_errors
+from flows.stages import STAGE_NAMES, STAGES, get_stage, make_context
+from tasks.contract import StageRef, StageResult
+from tasks.tracking import Tracker
+
+
+@flow(name="arpipe", log_prints=True, validate_parameters=True)
+def pipeline(
+    config: PipelineConfig = PipelineConfig(),
+    rerun_from: Optional[str] = None,
+    only: Optional[str] = None,
+) -> dict:
+    """Run the arpipe pipeline; returns the run summary (also printed by ``arpipe --json``)."""
+    quiet_user_errors()
+    for name in (rerun_from, only):
+        if name is not None:
+            get_stage(name)
+    tracker = Tracker(config.tracking)
+    tracker.check()
+    flow_run_id, flow_run_name = flow_run.get_id(), flow_run.get_name()
+    mode = f"only:{only}" if only else f"from:{rerun_from}" if rerun_from else "run"
+    parent = tracker.start_pipeline_run(config, flow_run_id, flow_run_name, mode)
+    results: list[dict] = []
+    try:
+        refs: dict[str, StageRef] = {}
+        force_from = STAGE_NAMES.index(rerun_from) if rerun_from else len(STAGES)
+        for i, stage in enumerate(STAGES):
+            if only and stage.name != only:
+                continue
+            upstream = (
+                {u: _latest_ref(config, u) for u in stage.upstream}
+                if only else {u: refs[u] for u in stage.upstream}
+            )
+            child = tracker.start_stage_run(parent, stage.name, config.section(stage.name))
+            ctx = make_context(
+                stage, config, upstream, force=bool(only) or i >= force_from,
+                mlflow_run_id=child, flow_run_id=flow_run_id,
+            )
+            t0 = time.perf_counter()
+            state = stage.task(ctx, return_state=True)
+            if state.is_failed():
+                results.append({"stage": stage.name, "state": "failed", "seconds": time.perf_counter() - t0,
+                                "output_dir": str(ctx.dir.path), "metrics": {}})
+                state.result()  # raises the stage's exception
+            result: StageResult = state.result()
+            cached = state.name == "Cached" or result.state == "cached"
+            result = result.model_copy(update={"state": "cached" if cached else "completed",
+                                               "seconds": time.perf_counter() - t0})
+            tracker.finish_stage_run(child, result, cached=cached)
+            refs[stage.name] = result.ref()
+            results.append({"stage": result.stage, "state": result.state, "seconds": round(result.seconds, 3),
+                            "output_dir": result.output_dir, "metrics": result.metrics,
+                            "mlflow_run_id": child})
+    except (KeyboardInterrupt, TerminationSignal, SystemExit):
+        tracker.end_open_runs("KILLED")
+        raise
+    except BaseException:
+        tracker.end_open_runs("FAILED")
+        raise
+    tracker.end_run(parent, "FINISHED")
+    summary = {"flow_run_id": flow_run_id, "mlflow_run_id": parent, "stages": results}
+    _publish(tracker, parent, summary)
+    return summary
+
+
+def _latest_ref(config: PipelineConfig, stage: str) -> StageRef:
+    d = require_latest(config.work_dir, stage)
+    return StageRef(stage=stage, key=d.key, path=str(d.path), digest=d.manifest().digest)
+
+
+def _publish(tracker: Tracker, parent: str, summary: dict) -> None:
+    url = tracker.run_url(parent)
+    create_link_artifact(link=url, link_text="MLflow run", key="mlflow-run", description="MLflow parent run")
+    rows = "\n".join(
+        f"| {s['stage']} | {s['state']} | {s['seconds']:.2f} | `{s['output_dir']}` |" for s in summary["stages"]
+    )
+    create_markdown_artifact(
+        key="run-summary",
+        markdown=f"# arpipe run\n\nMLflow: [{parent}]({url})\n\n| stage | state | seconds | output |\n"
+        f"|---|---|---|---|\n{rows}\n",
+        description="stages, states and outputs of this run",
+    )
+    get_run_logger().info("MLflow run %s: %s", parent, url)

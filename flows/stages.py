@@ -1,0 +1,79 @@
+"""The stage table: what runs, in which order, reading which config section and which upstream outputs.
+
+To add a stage: write ``arcore`` code and a task in ``tasks/``, then add one ``Stage`` row here. Keys,
+caching, MLflow child runs, ``arpipe stage NAME`` and ``arpipe status`` follow from the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from arcore.config import PipelineConfig
+from arcore.ingest import inputs_digest
+from arcore.io import DigestCache
+from arcore.stage import StageDir, stage_key
+from tasks.contract import StageContext, StageRef
+from tasks.ingest import ingest
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    task: object  # a prefect Task taking ``ctx: StageContext``
+    upstream: tuple[str, ...] = ()
+    # digests of what the stage reads from outside the work dir (input files), if anything
+    external: Optional[Callable[[PipelineConfig], dict[str, str]]] = None
+
+
+def _ingest_inputs(cfg: PipelineConfig) -> dict[str, str]:
+    return {"inputs": inputs_digest(cfg.ingest, DigestCache(Path(cfg.work_dir) / ".digests.json"))}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("ingest", ingest, external=_ingest_inputs),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def get_stage(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    from arcore.errors import ConfigError
+
+    raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+
+
+def make_context(stage: Stage, cfg: PipelineConfig, upstream: dict[str, StageRef], **extra) -> StageContext:
+    """The stage's key from its config section, its upstream output digests and the library version."""
+    section = cfg.section(stage.name)
+    digests = {name: ref.digest for name, ref in upstream.items()}
+    if stage.external:
+        digests.update(stage.external(cfg))
+    key = stage_key(stage.name, section, digests)
+    return StageContext(
+        stage=stage.name, key=key, work_dir=str(Path(cfg.work_dir).resolve()), config=section,
+        upstream=upstream, upstream_digests=digests, **extra,
+    )
+
+
+def stage_status(cfg: PipelineConfig) -> list[dict]:
+    """Per stage: is its output for this config complete, and where (without running anything)."""
+    rows, refs = [], {}
+    for stage in STAGES:
+        if any(u not in refs for u in stage.upstream):
+            rows.append({"stage": stage.name, "state": "blocked", "output_dir": None,
+                         "detail": "upstream output missing for this config"})
+            continue
+        ctx = make_context(stage, cfg, {u: refs[u] for u in stage.upstream})
+        d: StageDir = ctx.dir
+        m = d.manifest()
+        if m is None:
+            rows.append({"stage": stage.name, "state": "missing", "output_dir": str(d.path), "detail": ""})
+            continue
+        refs[stage.name] = StageRef(stage=stage.name, key=d.key, path=str(d.path), digest=m.digest)
+        rows.append({"stage": stage.name, "state": "complete", "output_dir": str(d.path),
+                     "detail": f"{m.seconds:.1f}s, {', '.join(f'{k}={v}' for k, v in m.records.items())}"})
+    return rows

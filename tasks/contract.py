@@ -1,0 +1,105 @@
+"""The stage contract as Prefect sees it: context in, result out, cache keyed on digests.
+
+The flow computes each stage's key (``arcore.stage.stage_key``) and hands the task a ``StageContext``.
+Prefect's cache key is ``stage-key-outputdigest`` when that output is complete on disk, and no key
+otherwise, so Prefect never returns a result whose files are gone; the task body checks the manifest too
+(``run_stage``), so a missing Prefect record costs a manifest read, not a recompute.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from pydantic import BaseModel
+
+from arcore.stage import Progress, StageDir, StageOutput, build
+from tasks.progress import stage_progress
+
+
+class StageRef(BaseModel):
+    """A complete stage output that a downstream stage reads."""
+
+    stage: str
+    key: str
+    path: str
+    digest: str
+
+
+class StageContext(BaseModel):
+    stage: str
+    key: str
+    work_dir: str
+    config: dict[str, Any]
+    upstream: dict[str, StageRef]
+    upstream_digests: dict[str, str]
+    force: bool = False
+    mlflow_run_id: Optional[str] = None
+    flow_run_id: Optional[str] = None
+
+    @property
+    def dir(self) -> StageDir:
+        return StageDir(Path(self.work_dir), self.stage, self.key)
+
+    def upstream_path(self, stage: str) -> Path:
+        return Path(self.upstream[stage].path)
+
+
+class StageResult(BaseModel):
+    stage: str
+    key: str
+    state: str  # "completed" | "cached" | "failed"
+    seconds: float
+    output_dir: str
+    digest: str
+    metrics: dict[str, float]
+    records: dict[str, int]
+    artifacts: list[str]
+    produced_by: dict[str, Optional[str]]
+
+    def ref(self) -> StageRef:
+        return StageRef(stage=self.stage, key=self.key, path=self.output_dir, digest=self.digest)
+
+
+def stage_cache_key(_context, parameters: dict[str, Any]) -> Optional[str]:
+    ctx: StageContext = parameters["ctx"]
+    if ctx.force:
+        return None
+    manifest = ctx.dir.manifest()
+    if manifest is None:
+        return None
+    return f"arpipe-{ctx.stage}-{ctx.key}-{manifest.digest[:16]}"
+
+
+def run_stage(
+    ctx: StageContext,
+    compute: Callable[[Path, Progress], StageOutput],
+    *,
+    resumable: bool = False,
+) -> StageResult:
+    """Reuse the complete output for ``ctx.key`` or build it; ``ctx.force`` always builds."""
+    t0 = time.perf_counter()
+    d = ctx.dir
+    manifest = None if ctx.force else d.manifest()
+    state = "cached"
+    if manifest is None:
+        progress = stage_progress(ctx.stage)
+        try:
+            manifest = build(
+                d,
+                lambda out_dir: compute(out_dir, progress),
+                config=ctx.config,
+                upstream=ctx.upstream_digests,
+                produced_by={"mlflow_run_id": ctx.mlflow_run_id, "prefect_flow_run_id": ctx.flow_run_id},
+                resumable=resumable,
+            )
+        finally:
+            progress.close()
+        state = "completed"
+    return StageResult(
+        stage=ctx.stage, key=ctx.key, state=state, seconds=time.perf_counter() - t0,
+        output_dir=str(d.path), digest=manifest.digest, metrics=dict(manifest.metrics),
+        records=dict(manifest.records), artifacts=list(manifest.artifacts),
+        produced_by=dict(manifest.produced_by),
+    )

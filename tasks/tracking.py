@@ -1,0 +1,151 @@
+"""All MLflow calls, in one place: the parent run per pipeline run, a child run per stage.
+
+Runs are addressed by id through ``MlflowClient``, never through MLflow's thread-local "active run",
+so tasks on any thread log to the right place. Reachability is checked up front with bounded retries
+(``tracking.request_max_retries`` / ``request_timeout_s``), so a down server costs seconds, not the
+minutes of MLflow's default retry policy. Runs still open when the process is interrupted are ended
+as KILLED (``end_open_runs``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from arcore.config import PipelineConfig, TrackingConfig, config_to_yaml
+from arcore.errors import ArpipeError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+class TrackingUnavailable(ArpipeError):
+    pass
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}; lists become JSON."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v) if isinstance(v, (list, tuple)) else str(v)
+    return out
+
+
+class Tracker:
+    def __init__(self, cfg: TrackingConfig):
+        # MLflow reads these per request; set before the first one.
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.request_max_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.request_timeout_s)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        from mlflow.tracking import MlflowClient
+
+        self.cfg = cfg
+        self.uri = cfg.uri or DEFAULT_URI
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.open_runs: list[str] = []
+        self._experiment_id: Optional[str] = None
+
+    def check(self) -> None:
+        """Fail fast, with one line, if the tracking store cannot be reached."""
+        try:
+            self.experiment_id()
+        except Exception as e:  # any transport or store error means the same thing to the user
+            detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise TrackingUnavailable(
+                f"MLflow tracking store {self.uri} is not reachable ({detail}); start it or set tracking.uri"
+            ) from None
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.cfg.experiment)
+            self._experiment_id = exp.experiment_id if exp else self.client.create_experiment(self.cfg.experiment)
+        return self._experiment_id
+
+    def run_url(self, run_id: str) -> str:
+        return f"{self.cfg.ui_url.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
+
+    def _start(self, name: str, tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id(), run_name=name, tags=dict(tags))
+        self.open_runs.append(run.info.run_id)
+        return run.info.run_id
+
+    def start_pipeline_run(self, config: PipelineConfig, flow_run_id: Optional[str], flow_run_name: Optional[str], mode: str) -> str:
+        tags = {"arpipe.kind": "pipeline", "arpipe.mode": mode}
+        if flow_run_id:
+            tags.update({"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name or ""})
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        run_id = self._start(f"pipeline {flow_run_name or ''}".strip(), tags)
+        self.log_params(run_id, flatten(config.model_dump(mode="json")))
+        self.log_text(run_id, config_to_yaml(config), "config.yaml")
+        return run_id
+
+    def start_stage_run(self, parent_run_id: str, stage: str, section: Mapping[str, Any]) -> str:
+        run_id = self._start(stage, {"mlflow.parentRunId": parent_run_id, "arpipe.stage": stage})
+        self.log_params(run_id, flatten(section))
+        return run_id
+
+    def finish_stage_run(self, run_id: str, result, cached: bool) -> None:
+        """Metrics, manifest and small artifacts of a stage; a cached stage names its producer."""
+        tags = {"cached": str(cached).lower(), "arpipe.output_dir": result.output_dir, "arpipe.key": result.key}
+        if cached and result.produced_by.get("mlflow_run_id"):
+            tags["cached_from_run_id"] = result.produced_by["mlflow_run_id"]
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, v)
+        self.log_metrics(run_id, {**result.metrics, "stage_seconds": result.seconds})
+        out = Path(result.output_dir)
+        for name in ["manifest.json", *result.artifacts]:
+            if (out / name).is_file():
+                self.client.log_artifact(run_id, str(out / name))
+        self.end_run(run_id, "FINISHED")
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(run_id, metrics=items[i : i + 500])
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+        if run_id in self.open_runs:
+            self.open_runs.remove(run_id)
+
+    def end_open_runs(self, status: str) -> None:
+        """Children first, then the parent, so the UI never shows a finished parent with live children."""
+        for run_id in reversed(list(self.open_runs)):
+            try:
+                self.end_run(run_id, status)
+            except Exception:  # best effort while shutting down; the store may be what failed
+                pass
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None

@@ -1,0 +1,260 @@
+"""Ingest: formats, units, normalization, dedup, split, and every bad input the issue lists.
+
+Each bad input must end as a one-line InputError or a counted repair in the report; documents are
+never dropped without a count: raw = written + duplicates + empty (+ skipped records).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from arcore.errors import InputError
+from arcore.ingest import DOCUMENTS_FILE, IngestConfig, build_ingest
+from arcore.ingest.split import hash_split
+
+
+def run(tmp_path: Path, inputs, **kw):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    cfg = IngestConfig(inputs=[str(i) if isinstance(i, Path) else i for i in inputs],
+                       valid_fraction=kw.pop("valid_fraction", 0.0), test_fraction=kw.pop("test_fraction", 0.0), **kw)
+    result = build_ingest(cfg, out)
+    table = pq.read_table(out / DOCUMENTS_FILE)
+    report = json.loads((out / "report.json").read_text())
+    return table.to_pylist(), report, result
+
+
+def accounted(report) -> bool:
+    return report["raw_documents"] == (
+        sum(report["documents"].values()) + report["duplicates_dropped"] + report["empty_documents"]
+    )
+
+
+def test_units_line_paragraph_file(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("one\ntwo\n\nthree\nfour\n\n\nfive\n")
+    docs, report, _ = run(tmp_path, [f], unit="line")
+    assert [d["text"] for d in docs] == ["one", "two", "three", "four", "five"]
+    assert report["empty_documents"] == 3 and accounted(report)
+    docs, _, _ = run(tmp_path, [f], unit="paragraph")
+    assert [d["text"] for d in docs] == ["one\ntwo", "three\nfour", "five"]
+    assert docs[1]["source"].endswith("a.txt:4")
+    docs, _, _ = run(tmp_path, [f], unit="file")
+    assert [d["text"] for d in docs] == ["one\ntwo\n\nthree\nfour\n\n\nfive"]
+
+
+def test_formats_directory_glob_gz_jsonl_parquet(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha\n")
+    with gzip.open(src / "sub" / "b.txt.gz", "wt") as g:
+        g.write("beta\n")
+    (src / "c.jsonl").write_text(json.dumps({"body": "gamma"}) + "\n\n" + json.dumps({"body": "delta"}) + "\n")
+    with gzip.open(src / "d.jsonl.gz", "wt") as g:
+        g.write(json.dumps({"body": "epsilon"}) + "\n")
+    pq.write_table(pa.table({"content": ["zeta", "eta"]}), src / "e.parquet")
+    docs, report, result = run(tmp_path, [src], unit="line", text_field="body", text_column="content")
+    assert sorted(d["text"] for d in docs) == ["alpha", "beta", "delta", "epsilon", "eta", "gamma", "zeta"]
+    assert report["files_read"] == 5 and accounted(report)
+    assert result.records["documents"] == 7
+    docs, _, _ = run(tmp_path, [str(src / "*.txt")], unit="line")
+    assert [d["text"] for d in docs] == ["alpha"]
+
+
+def test_normalization_repairs_are_counted(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_bytes("\ufeffcafe\u0301 au lait\r\nna\x00ive\r\n".encode("utf-8"))
+    docs, report, _ = run(tmp_path, [f], unit="line")
+    assert [d["text"] for d in docs] == ["caf\u00e9 au lait", "naive"]
+    assert report["repairs"] == {"bom_removed": 1, "nul_removed": 1, "newlines_normalized": 2,
+                                 "nfc_changed": 1, "invalid_utf8_replaced": 0}
+
+
+def test_exact_duplicates_dropped_after_normalization(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("same\nother\nsame\ncafe\u0301\ncaf\u00e9\n")
+    docs, report, _ = run(tmp_path, [f], unit="line")
+    assert [d["text"] for d in docs] == ["same", "other", "caf\u00e9"]
+    assert report["duplicates_dropped"] == 2 and accounted(report)
+
+
+def test_hash_split_is_deterministic_and_follows_fractions(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("".join(f"line {i}\n" for i in range(4000)))
+    docs, report, _ = run(tmp_path, [f], unit="line", valid_fraction=0.1, test_fraction=0.2)
+    n = report["documents"]
+    assert abs(n["valid"] / 4000 - 0.1) < 0.02 and abs(n["test"] / 4000 - 0.2) < 0.025
+    again, _, _ = run(tmp_path, [f], unit="line", valid_fraction=0.1, test_fraction=0.2)
+    assert [d["split"] for d in docs] == [d["split"] for d in again]
+    # a document's split does not depend on the other documents
+    g = tmp_path / "b.txt"
+    g.write_text("line 7\n")
+    alone, _, _ = run(tmp_path, [g], unit="line", valid_fraction=0.1, test_fraction=0.2) if docs[7]["split"] == "train" else (None, None, None)
+    if alone is not None:
+        assert alone[0]["split"] == "train"
+    assert hash_split(b"x", 0.0, 0.0, "s") == "train"
+
+
+def test_explicit_split_per_input(tmp_path):
+    tr, va = tmp_path / "train.txt", tmp_path / "valid.txt"
+    tr.write_text("a\nb\n")
+    va.write_text("c\n")
+    docs, report, _ = run(tmp_path, [tr, {"path": str(va), "split": "valid"}], unit="line",
+                          valid_fraction=0.0, test_fraction=0.0)
+    assert {d["text"]: d["split"] for d in docs} == {"a": "train", "b": "train", "c": "valid"}
+
+
+def test_invalid_utf8_strict_names_file_and_offset(tmp_path):
+    f = tmp_path / "bad.txt"
+    f.write_bytes(b"good line\nbad \xff here\n")
+    with pytest.raises(InputError, match=r"bad.txt:2: invalid UTF-8 at byte offset 14 \(byte 0xff\)"):
+        run(tmp_path, [f], unit="line")
+
+
+def test_invalid_utf8_replace_counts(tmp_path):
+    f = tmp_path / "bad.txt"
+    f.write_bytes(b"bad \xff\xfe here \xef\xbf\xbd\n")
+    docs, report, _ = run(tmp_path, [f], unit="line", encoding_errors="replace")
+    assert docs[0]["text"] == "bad \ufffd\ufffd here \ufffd"
+    assert report["repairs"]["invalid_utf8_replaced"] == 2
+
+
+def test_empty_files_are_skipped_and_counted(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "blank.txt").write_text("\n\n  \n")
+    (tmp_path / "ok.txt").write_text("text\n")
+    docs, report, _ = run(tmp_path, [tmp_path / "empty.txt", tmp_path / "blank.txt", tmp_path / "ok.txt"], unit="line")
+    assert len(docs) == 1
+    reasons = {Path(s["path"]).name: s["reason"] for s in report["files_skipped"]}
+    assert reasons["empty.txt"] == "empty file"
+    assert report["empty_documents"] == 3
+
+
+def test_a_50mb_single_line_is_one_document(tmp_path):
+    f = tmp_path / "long.txt"
+    line = ("abcdefghij" * 5_000_000)
+    f.write_text(line + "\nshort\n")
+    docs, report, _ = run(tmp_path, [f], unit="line")
+    assert len(docs) == 2 and len(docs[0]["text"]) == 50_000_000
+    assert report["bytes"]["train"] == 50_000_005
+
+
+def test_truncated_gzip_fails_or_is_skipped(tmp_path):
+    data = gzip.compress(b"".join(b"line %d\n" % i for i in range(20000)))
+    bad = tmp_path / "cut.txt.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    ok = tmp_path / "ok.txt"
+    ok.write_text("fine\n")
+    with pytest.raises(InputError, match=r"cut.txt.gz: truncated or corrupt gzip stream"):
+        run(tmp_path, [bad, ok], unit="line")
+    docs, report, _ = run(tmp_path, [bad, ok], unit="line", on_error="skip")
+    assert [d["text"] for d in docs] == ["fine"]  # nothing from the half-read file
+    assert "truncated" in report["files_skipped"][0]["reason"]
+
+
+def test_missing_path_is_one_line_error(tmp_path):
+    with pytest.raises(InputError, match=r"input not found: '.*nope.txt'"):
+        run(tmp_path, [tmp_path / "nope.txt"])
+    with pytest.raises(InputError, match=r"input not found"):
+        run(tmp_path, [str(tmp_path / "*.none")])
+
+
+@pytest.fixture
+def world_dir():
+    """A directory any user can enter (pytest's tmp_path is private to its owner)."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="arpipe-unreadable-"))
+    os.chmod(d, 0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_unreadable_file(world_dir):
+    """The reading process drops to an unprivileged user when the tests run as root."""
+    base = world_dir
+    f = base / "secret.txt"
+    f.write_text("hidden\n")
+    os.chmod(f, 0o000)
+    ok = base / "ok.txt"
+    ok.write_text("visible\n")
+    os.chmod(ok, 0o644)
+    script = (
+        "import sys, json\n"
+        "from pathlib import Path\n"
+        "from arcore.ingest import IngestConfig, build_ingest\n"
+        "from arcore.errors import InputError\n"
+        "import os\n"
+        "if os.geteuid() == 0:\n"
+        "    os.setgid(65534); os.setuid(65534)  # drop root: root reads mode-000 files\n"
+        f"out = Path({str(base)!r}) / ('out-' + sys.argv[1]); out.mkdir()\n"
+        f"cfg = IngestConfig(inputs=[{str(f)!r}, {str(ok)!r}], unit='line', on_error=sys.argv[1], valid_fraction=0, test_fraction=0)\n"
+        "try:\n"
+        "    r = build_ingest(cfg, out); print(json.dumps(json.loads((out / 'report.json').read_text())['files_skipped']))\n"
+        "except InputError as e:\n"
+        "    print('InputError:', e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    outs = {}
+    for policy in ("fail", "skip"):
+        p = subprocess.run([sys.executable, "-c", script, policy], capture_output=True, text=True,
+                           env=env, cwd=base)
+        assert p.returncode == 0, p.stderr
+        outs[policy] = p.stdout.strip()
+    assert outs["fail"].startswith("InputError:") and "secret.txt: cannot read" in outs["fail"]
+    assert "Permission denied" in outs["fail"] and "on_error=skip" in outs["fail"]
+    skipped = json.loads(outs["skip"])
+    assert len(skipped) == 1 and "secret.txt: cannot read" in skipped[0]["reason"]
+
+
+def test_bad_jsonl_lines(tmp_path):
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"text": "ok"}\nnot json\n{"other": 1}\n{"text": 5}\n[1]\n')
+    with pytest.raises(InputError, match=r"a.jsonl:2: not valid JSON"):
+        run(tmp_path, [f])
+    docs, report, _ = run(tmp_path, [f], on_error="skip")
+    assert [d["text"] for d in docs] == ["ok"]
+    assert report["records_skipped"] == 4
+    ex = report["records_skipped_examples"]
+    assert "a.jsonl:3: no field 'text'" in ex[1] and "field 'text' is int" in ex[2]
+
+
+def test_parquet_missing_column_and_nulls(tmp_path):
+    f = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"body": ["x", None, "y"]}), f)
+    with pytest.raises(InputError, match=r"no column 'text' \(columns: body\); set ingest.text_column"):
+        run(tmp_path, [f])
+    docs, report, _ = run(tmp_path, [f], text_column="body", on_error="skip")
+    assert [d["text"] for d in docs] == ["x", "y"] and report["records_skipped"] == 1
+
+
+def test_no_documents_at_all(tmp_path):
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(InputError, match=r"inputs yield no documents \(1 file\(s\), 1 read, 2 empty"):
+        run(tmp_path, [tmp_path / "blank.txt"], unit="line")
+
+
+def test_empty_train_split_is_refused(tmp_path):
+    f = tmp_path / "v.txt"
+    f.write_text("a\n")
+    with pytest.raises(InputError, match="the train split is empty"):
+        run(tmp_path, [{"path": str(f), "split": "valid"}], unit="line")
+
+
+def test_bundled_sample(tmp_path):
+    cfg = IngestConfig()  # default input: data/tinyshakespeare/input.txt, found from any cwd
+    out = tmp_path / "out"
+    out.mkdir()
+    result = build_ingest(cfg, out)
+    assert result.records["documents"] > 7000
+    assert result.metrics["documents_valid"] > 200 and result.metrics["documents_test"] > 200

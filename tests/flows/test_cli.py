@@ -1,0 +1,113 @@
+"""The ``arpipe`` command as a user runs it: a real process against the session's Prefect server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.stages import STAGE_NAMES
+from tests.conftest import write_corpus
+
+ARPIPE = [sys.executable, "-m", "flows.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cli(prefect_harness, tmp_path, mlflow_uri):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    env = {**os.environ, "PREFECT_API_URL": prefect_harness}
+    base = [f"--set=work_dir={tmp_path / 'work'}", f"--set=tracking.uri={mlflow_uri}", f"--set=ingest.inputs=[{corpus}]"]
+
+    def run(*args, check_rc=0):
+        cmd, rest = args[0], list(args[1:])
+        p = subprocess.run([*ARPIPE, cmd, *base, *rest], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        if check_rc is not None:
+            assert p.returncode == check_rc, p.stderr[-3000:]
+        return p
+
+    run.env, run.base, run.tmp = env, base, tmp_path
+    return run
+
+
+def test_run_json_then_cached_then_stage_and_status(cli):
+    first = json.loads(cli("run", "--json").stdout)
+    assert [s["state"] for s in first["stages"]] == ["completed"] * len(STAGE_NAMES)
+    assert first["mlflow_run_id"] and first["flow_run_id"]
+    for s in first["stages"]:
+        assert set(s) >= {"stage", "state", "seconds", "output_dir", "metrics"}
+        assert Path(s["output_dir"], "manifest.json").is_file()
+    second = json.loads(cli("run", "--json").stdout)
+    assert [s["state"] for s in second["stages"]] == ["cached"] * len(STAGE_NAMES)
+    only = json.loads(cli("stage", "ingest", "--json").stdout)
+    assert [(s["stage"], s["state"]) for s in only["stages"]] == [("ingest", "completed")]
+    status = json.loads(cli("status", "--json").stdout)
+    assert [r["state"] for r in status["stages"]] == ["complete"] * len(STAGE_NAMES)
+    changed = json.loads(cli("status", "--json", "--set", "ingest.unit=line").stdout)
+    assert changed["stages"][0]["state"] == "missing"
+    text = cli("run").stdout
+    assert "ingest" in text and "cached" in text and "MLflow run" in text
+
+
+@pytest.mark.parametrize(
+    "args, rc, message",
+    [
+        (("run", "--set", "ingest.valid_fraction=1.3"), 2, "error: invalid config: ingest.valid_fraction = 1.3"),
+        (("run", "--set", "ingest.bogus=1"), 2, "error: invalid config: ingest.bogus: unknown key"),
+        (("stage", "nope"), 2, "error: unknown stage 'nope'; stages are: ingest"),
+        (("run", "--from", "nope"), 2, "error: unknown stage 'nope'"),
+        (("run", "--set", "ingest.inputs=[/no/such/file.txt]"), 1, "error: input not found: '/no/such/file.txt'"),
+    ],
+)
+def test_failures_are_one_line_with_exit_code(cli, args, rc, message):
+    p = cli(*args, check_rc=rc)
+    assert p.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in p.stderr
+
+
+def test_bad_input_file_no_traceback(cli):
+    bad = cli.tmp / "bad.txt"
+    bad.write_bytes(b"fine\n\xc3\x28 broken\n")
+    p = cli("run", "--set", f"ingest.inputs=[{bad}]", check_rc=1)
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        f"error: {bad}:2: invalid UTF-8 at byte offset 5 (byte 0xc3); "
+        "fix the file or set ingest.encoding_errors=replace"
+    )
+
+
+def test_sigterm_marks_runs_killed(cli, mlflow_uri):
+    big = cli.tmp / "big.txt"
+    with open(big, "w") as f:
+        for start in range(0, 3_000_000, 100_000):
+            f.write("".join(f"line number {i}\n" for i in range(start, start + 100_000)))
+    p = subprocess.Popen([*ARPIPE, "run", *cli.base, f"--set=ingest.inputs=[{big}]", "--set=ingest.unit=line"],
+                         env=cli.env, cwd=cli.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(mlflow_uri)
+    deadline = time.monotonic() + 120
+    stage_run = None
+    while time.monotonic() < deadline and stage_run is None:
+        time.sleep(0.5)
+        try:
+            exp = client.get_experiment_by_name("arpipe")
+            runs = client.search_runs([exp.experiment_id], "tags.`arpipe.stage` = 'ingest'") if exp else []
+        except Exception:  # the store is being created by the child process
+            runs = []
+        stage_run = runs[0] if runs else None
+    assert stage_run is not None, "ingest never started"
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0
+    exp = client.get_experiment_by_name("arpipe")
+    runs = client.search_runs([exp.experiment_id])
+    assert {r.info.status for r in runs} == {"KILLED"}, err[-2000:]
+    work = cli.tmp / "work" / "ingest"
+    assert not [d for d in work.iterdir() if not d.name.startswith(".")]

@@ -1,0 +1,113 @@
+"""The pipeline flow end to end on the real Prefect engine and a real MLflow SQLite store.
+
+Shows the caching contract: an unchanged rerun recomputes nothing; changing one stage's setting
+recomputes that stage and its downstream only; changing an input file reruns from ingest.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from arcore.config import load_config
+from flows.pipeline import pipeline
+from flows.stages import STAGE_NAMES
+from tasks.tracking import TrackingUnavailable
+from tests.conftest import write_corpus
+
+
+@pytest.fixture
+def cfg_for(tmp_path, mlflow_uri):
+    corpus = write_corpus(tmp_path / "corpus" / "a.txt")
+
+    def make(*sets):
+        return load_config(overrides=[
+            f"work_dir={tmp_path / 'work'}", f"tracking.uri={mlflow_uri}", f"ingest.inputs=[{corpus}]",
+            "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1", *sets,
+        ])
+
+    make.corpus = corpus
+    return make
+
+
+def states(summary) -> dict[str, str]:
+    return {s["stage"]: s["state"] for s in summary["stages"]}
+
+
+def runs_of(uri: str, parent_id: str):
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    return client, parent, {c.data.tags["arpipe.stage"]: c for c in children}
+
+
+def test_run_rerun_cached_and_selective(prefect_harness, cfg_for, mlflow_uri):
+    cfg = cfg_for()
+    first = pipeline(config=cfg)
+    assert states(first) == {name: "completed" for name in STAGE_NAMES}
+    client, parent, children = runs_of(mlflow_uri, first["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["prefect.flow_run_id"] == first["flow_run_id"]
+    assert parent.data.params["ingest.valid_fraction"] == "0.1"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml"}
+    assert set(children) == set(STAGE_NAMES)
+    ingest_run = children["ingest"]
+    assert ingest_run.info.status == "FINISHED" and ingest_run.data.tags["cached"] == "false"
+    assert ingest_run.data.params["unit"] == "paragraph"
+    assert ingest_run.data.metrics["documents_train"] > 200
+    assert {"manifest.json", "report.json"} <= {a.path for a in client.list_artifacts(ingest_run.info.run_id)}
+
+    second = pipeline(config=cfg)
+    assert states(second) == {name: "cached" for name in STAGE_NAMES}
+    assert [s["output_dir"] for s in second["stages"]] == [s["output_dir"] for s in first["stages"]]
+    _, parent2, children2 = runs_of(mlflow_uri, second["mlflow_run_id"])
+    assert children2["ingest"].data.tags["cached"] == "true"
+    assert children2["ingest"].data.tags["cached_from_run_id"] == ingest_run.info.run_id
+
+    # one ingest setting changed: ingest and everything downstream recompute
+    changed = pipeline(config=cfg_for("ingest.split_salt=other"))
+    assert states(changed)["ingest"] == "completed"
+    assert changed["stages"][0]["output_dir"] != first["stages"][0]["output_dir"]
+
+    # input content changed: reruns from ingest
+    cfg_for.corpus.write_text(cfg_for.corpus.read_text() + "\nA brand new paragraph.\n")
+    edited = pipeline(config=cfg)
+    assert states(edited)["ingest"] == "completed"
+
+
+def test_only_and_rerun_from_force_recompute(prefect_harness, cfg_for, mlflow_uri):
+    cfg = cfg_for()
+    first = pipeline(config=cfg)
+    only = pipeline(config=cfg, only="ingest")
+    assert states(only) == {"ingest": "completed"}
+    assert only["stages"][0]["output_dir"] == first["stages"][0]["output_dir"]
+    _, parent, _ = runs_of(mlflow_uri, only["mlflow_run_id"])
+    assert parent.data.tags["arpipe.mode"] == "only:ingest"
+    again = pipeline(config=cfg, rerun_from=STAGE_NAMES[0])
+    assert states(again) == {name: "completed" for name in STAGE_NAMES}
+
+
+def test_unreachable_tracking_store_fails_fast_before_compute(prefect_harness, cfg_for, tmp_path):
+    cfg = cfg_for("tracking.uri=http://127.0.0.1:9", "tracking.request_max_retries=0",
+                  "tracking.request_timeout_s=2")
+    t0 = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match=r"MLflow tracking store http://127.0.0.1:9 is not reachable"):
+        pipeline(config=cfg)
+    assert time.monotonic() - t0 < 30
+    assert not (tmp_path / "work" / "ingest").exists()
+
+
+def test_failing_stage_marks_runs_failed(prefect_harness, cfg_for, mlflow_uri, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\n\xff\n")
+    cfg = cfg_for(f"ingest.inputs=[{bad}]", "ingest.unit=line")
+    from arcore.errors import InputError
+
+    with pytest.raises(InputError, match="invalid UTF-8 at byte offset 3"):
+        pipeline(config=cfg)
+    client = MlflowClient(mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("arpipe").experiment_id])
+    assert runs and {r.info.status for r in runs} == {"FAILED"}
+    assert not any(p.name != ".lock-" and not p.name.startswith(".") for p in (tmp_path / "work" / "ingest").iterdir())
