@@ -61,7 +61,7 @@ def test_run_json_then_cached_then_stage_and_status(cli):
     [
         (("run", "--set", "ingest.valid_fraction=1.3"), 2, "error: invalid config: ingest.valid_fraction = 1.3"),
         (("run", "--set", "ingest.bogus=1"), 2, "error: invalid config: ingest.bogus: unknown key"),
-        (("stage", "nope"), 2, "error: unknown stage 'nope'; stages are: ingest"),
+        (("stage", "nope"), 2, f"error: unknown stage 'nope'; stages are: {', '.join(STAGE_NAMES)}"),
         (("run", "--from", "nope"), 2, "error: unknown stage 'nope'"),
         (("run", "--set", "ingest.inputs=[/no/such/file.txt]"), 1, "error: input not found: '/no/such/file.txt'"),
     ],
@@ -91,17 +91,21 @@ def test_sigterm_marks_runs_killed(cli, mlflow_uri):
     p = subprocess.Popen([*ARPIPE, "run", *cli.base, f"--set=ingest.inputs=[{big}]", "--set=ingest.unit=line"],
                          env=cli.env, cwd=cli.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(mlflow_uri)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     stage_run = None
     while time.monotonic() < deadline and stage_run is None:
         time.sleep(0.5)
+        if p.poll() is not None:
+            pytest.fail(f"arpipe exited ({p.returncode}) before ingest started: {p.stderr.read()[-2000:]}")
         try:
             exp = client.get_experiment_by_name("arpipe")
             runs = client.search_runs([exp.experiment_id], "tags.`arpipe.stage` = 'ingest'") if exp else []
         except Exception:  # the store is being created by the child process
             runs = []
         stage_run = runs[0] if runs else None
-    assert stage_run is not None, "ingest never started"
+    if stage_run is None:
+        p.kill()
+        pytest.fail(f"ingest never started: {p.communicate()[1][-2000:]}")
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)

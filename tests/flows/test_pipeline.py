@@ -66,27 +66,39 @@ def test_run_rerun_cached_and_selective(prefect_harness, cfg_for, mlflow_uri):
     assert children2["ingest"].data.tags["cached"] == "true"
     assert children2["ingest"].data.tags["cached_from_run_id"] == ingest_run.info.run_id
 
-    # one ingest setting changed: ingest and everything downstream recompute
-    changed = pipeline(config=cfg_for("ingest.split_salt=other"))
-    assert states(changed)["ingest"] == "completed"
-    assert changed["stages"][0]["output_dir"] != first["stages"][0]["output_dir"]
+    # one tokenizer setting changed: tokenizer and everything downstream recompute, ingest does not
+    changed = pipeline(config=cfg_for("tokenizer.vocab_size=300"))
+    after = STAGE_NAMES[STAGE_NAMES.index("tokenizer"):]
+    assert states(changed) == {n: "cached" if n not in after else "completed" for n in STAGE_NAMES}
+    assert changed["stages"][0]["output_dir"] == first["stages"][0]["output_dir"]
+    assert changed["stages"][1]["output_dir"] != first["stages"][1]["output_dir"]
 
-    # input content changed: reruns from ingest
+    # input content changed: reruns everything from ingest
     cfg_for.corpus.write_text(cfg_for.corpus.read_text() + "\nA brand new paragraph.\n")
     edited = pipeline(config=cfg)
-    assert states(edited)["ingest"] == "completed"
+    assert states(edited) == {name: "completed" for name in STAGE_NAMES}
 
 
 def test_only_and_rerun_from_force_recompute(prefect_harness, cfg_for, mlflow_uri):
     cfg = cfg_for()
     first = pipeline(config=cfg)
-    only = pipeline(config=cfg, only="ingest")
-    assert states(only) == {"ingest": "completed"}
-    assert only["stages"][0]["output_dir"] == first["stages"][0]["output_dir"]
+    only = pipeline(config=cfg, only="tokenizer")
+    assert states(only) == {"tokenizer": "completed"}
+    assert only["stages"][0]["output_dir"] == first["stages"][1]["output_dir"]
     _, parent, _ = runs_of(mlflow_uri, only["mlflow_run_id"])
-    assert parent.data.tags["arpipe.mode"] == "only:ingest"
-    again = pipeline(config=cfg, rerun_from=STAGE_NAMES[0])
-    assert states(again) == {name: "completed" for name in STAGE_NAMES}
+    assert parent.data.tags["arpipe.mode"] == "only:tokenizer"
+    # a deterministic stage recomputed gives the same digest: downstream stays cached
+    again = pipeline(config=cfg)
+    assert states(again) == {name: "cached" for name in STAGE_NAMES}
+    rerun = pipeline(config=cfg, rerun_from="tokenizer")
+    assert states(rerun) == {n: "cached" if n == "ingest" else "completed" for n in STAGE_NAMES}
+
+
+def test_stage_only_needs_upstream_output(prefect_harness, cfg_for):
+    from arcore.errors import StageError
+
+    with pytest.raises(StageError, match="no complete output of stage 'ingest'.*run `arpipe run` first"):
+        pipeline(config=cfg_for(), only="tokenizer")
 
 
 def test_unreachable_tracking_store_fails_fast_before_compute(prefect_harness, cfg_for, tmp_path):
