@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from arcore.errors import ConfigError
 from arcore.ingest.config import IngestConfig
+from arcore.shards.config import ShardsConfig
+from arcore.tokenize.config import TokenizerConfig
 
 
 class TrackingConfig(BaseModel):
@@ -43,6 +45,8 @@ class PipelineConfig(BaseModel):
     work_dir: str = Field("work", description="stage outputs and Prefect's home; relative to the cwd")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    shards: ShardsConfig = Field(default_factory=ShardsConfig)
 
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, name).model_dump(mode="json")

@@ -16,6 +16,8 @@ from arcore.io import DigestCache
 from arcore.stage import StageDir, stage_key
 from tasks.contract import StageContext, StageRef
 from tasks.ingest import ingest
+from tasks.shards import shards
+from tasks.tokenizer import tokenizer
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ def _ingest_inputs(cfg: PipelineConfig) -> dict[str, str]:
 
 STAGES: tuple[Stage, ...] = (
     Stage("ingest", ingest, external=_ingest_inputs),
+    Stage("tokenizer", tokenizer, upstream=("ingest",)),
+    Stage("shards", shards, upstream=("ingest", "tokenizer")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
