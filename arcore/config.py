@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from arcore.errors import ConfigError
 from arcore.ingest.config import IngestConfig
+from arcore.ngram.fit import NGramConfig
 from arcore.shards.config import ShardsConfig
 from arcore.tokenize.config import TokenizerConfig
 
@@ -47,6 +48,7 @@ class PipelineConfig(BaseModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
+    ngram: NGramConfig = Field(default_factory=NGramConfig)
 
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, name).model_dump(mode="json")

@@ -182,9 +182,11 @@ def build(
         out = compute(d.partial)
         seconds = time.perf_counter() - t0
         files = {
-            p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-            for p in sorted(d.partial.iterdir())
-            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+            rel: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            for p in sorted(d.partial.rglob("*"))
+            if p.is_file()
+            and (rel := p.relative_to(d.partial).as_posix()) != MANIFEST
+            and not any(part.startswith(".") for part in p.relative_to(d.partial).parts)
         }
         manifest = Manifest(
             stage=d.stage, key=d.key, digest=output_digest(files), files=files,

@@ -3,6 +3,7 @@
     arpipe run [--from STAGE]        the whole pipeline; --from recomputes STAGE and what follows
     arpipe stage NAME                recompute exactly one stage on the latest upstream outputs
     arpipe status                    per stage: is its output for this config there, and where
+    arpipe ngram estimate|score      KenLM-style n-gram tools on whitespace-tokenized text
 
 All take ``--config FILE`` (TOML or YAML) and repeatable ``--set section.key=value``; ``--json`` prints
 one machine-readable summary on stdout at the end. Exit codes: 0 success, 1 a stage or the tracking
@@ -115,6 +116,15 @@ def status(config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, json_ou
         return
     for r in rows:
         typer.echo(f"{r['stage']:<11} {r['state']:<9} {r['output_dir'] or '-'}  {r['detail']}")
+
+
+def _mount_subcommands() -> None:
+    from flows.cli_ngram import app as ngram_app
+
+    app.add_typer(ngram_app, name="ngram", help="KenLM-style n-gram estimation and scoring on plain text")
+
+
+_mount_subcommands()
 
 
 def _check_stage(name: Optional[str]) -> None:

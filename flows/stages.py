@@ -16,6 +16,7 @@ from arcore.io import DigestCache
 from arcore.stage import StageDir, stage_key
 from tasks.contract import StageContext, StageRef
 from tasks.ingest import ingest
+from tasks.ngram import ngram
 from tasks.shards import shards
 from tasks.tokenizer import tokenizer
 
@@ -37,6 +38,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("ingest", ingest, external=_ingest_inputs),
     Stage("tokenizer", tokenizer, upstream=("ingest",)),
     Stage("shards", shards, upstream=("ingest", "tokenizer")),
+    Stage("ngram", ngram, upstream=("tokenizer", "shards")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

@@ -1,0 +1,167 @@
+"""ARPA export and import for ``BackoffModel``.
+
+Output of ``write_arpa`` / input of ``read_arpa``: the ARPA backoff format read by KenLM, SRILM and
+``pip install kenlm``::
+
+    \\data\\
+    ngram 1=5
+    ngram 2=3
+
+    \\1-grams:
+    -0.69897<TAB><unk>
+    -99<TAB><s><TAB>-0.30103
+    ...
+    \\end\\
+
+Values are log10. ``-99`` stands for probability 0 (KenLM's convention, used for ``<s>``), and reads back
+as -inf. Backoff weights are written only for n-grams that are contexts of a longer n-gram. Words are
+the model's vocabulary strings; the default names ``<s>``, ``</s>``, ``<unk>`` for the special ids and the
+decimal id for every other token, so an id-level model is still loadable by KenLM.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from arcore.errors import InputError
+from arcore.ngram.backoff import BackoffModel
+from arcore.ngram.counts import atomic_write
+from arcore.ngram.index import decode, locate
+
+LN10 = np.log(10.0)
+NO_PROB = -99.0
+
+
+def default_words(model: BackoffModel) -> list[str]:
+    words = [str(i) for i in range(model.vocab_size)]
+    words[model.bos_id], words[model.eos_id] = "<s>", "</s>"
+    if model.unk_id is not None:
+        words[model.unk_id] = "<unk>"
+    return words
+
+
+def _fmt(values: np.ndarray) -> np.ndarray:
+    """log10 text of natural-log values, as an object array (-99 for probability 0)."""
+    log10 = np.maximum(values / LN10, NO_PROB)
+    return np.array(["%.10g" % v for v in log10.tolist()], dtype=object)
+
+
+def write_arpa(model: BackoffModel, path: Path, words: Sequence[str] | None = None) -> None:
+    """Write ``model`` as an ARPA file (gzip-compressed when ``path`` ends in ``.gz``); atomic."""
+    words = list(words) if words is not None else default_words(model)
+    if len(words) != model.vocab_size:
+        raise InputError(f"ARPA export needs one word per id: got {len(words)} words for vocab_size "
+                         f"{model.vocab_size}")
+    bad = [w for w in words if not w or re.search(r"\s", w)]
+    if bad:
+        raise InputError(f"ARPA words cannot be empty or contain whitespace (e.g. {bad[0]!r}); pass words= "
+                         "with escaped token strings")
+    word_arr = pa.array(words, pa.string())
+    buf = io.StringIO()
+    buf.write("\\data\\\n")
+    for n, m in enumerate(model.num_ngrams(), start=1):
+        buf.write(f"ngram {n}={m}\n")
+    for n in range(1, model.order + 1):
+        buf.write(f"\n\\{n}-grams:\n")
+        mat = decode(model.keys, model.vocab_size, n)
+        columns = [pa.array(_fmt(model.logprob[n - 1]), pa.string())]
+        columns += [pc.take(word_arr, pa.array(mat[:, j])) for j in range(n)]
+        lines = pc.binary_join_element_wise(columns[0], pc.binary_join_element_wise(*columns[1:], " "), "\t")
+        if n < model.order:
+            bo = pa.array(_fmt(model.logbackoff[n - 1]), pa.string())
+            with_bo = pc.binary_join_element_wise(lines, bo, "\t")
+            lines = pc.if_else(pa.array(_is_context(model, n)), with_bo, lines)
+        buf.write("\n".join(lines.to_numpy(zero_copy_only=False).tolist()))
+        buf.write("\n")
+    buf.write("\n\\end\\\n")
+    data = buf.getvalue().encode("utf-8")
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, mtime=0)
+    atomic_write(Path(path), lambda f: f.write(data))
+
+
+def _is_context(model: BackoffModel, n: int) -> np.ndarray:
+    """Which order-n entries are the prefix of at least one order n+1 entry."""
+    size = len(model.keys[n - 1])
+    prefixes = model.keys[n] // model.vocab_size
+    return np.bincount(prefixes, minlength=size) > 0
+
+
+def read_arpa(path: Path, name: str = "arpa") -> tuple[BackoffModel, list[str]]:
+    """Load an ARPA file into a ``BackoffModel``; ids follow the order of the unigram section.
+
+    Parsing is vectorized with pyarrow compute (split, cast, dictionary lookup), not a loop per line.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"ARPA file {path} does not exist; estimate one with `arpipe ngram estimate`") from None
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    text = raw.decode("utf-8")
+    heads = list(re.finditer(r"^\\(\d+)-grams:[ \t]*$", text, flags=re.M))
+    if not heads or heads[0].group(1) != "1":
+        raise InputError(f"{path} is not an ARPA file (no \\1-grams: section)")
+    sections = []
+    for i, head in enumerate(heads):
+        stop = heads[i + 1].start() if i + 1 < len(heads) else text.find("\\end\\", head.end())
+        body = text[head.end():stop if stop >= 0 else len(text)]
+        sections.append([line for line in body.split("\n") if line.strip()])
+    order = len(sections)
+    if [int(h.group(1)) for h in heads] != list(range(1, order + 1)):
+        raise InputError(f"{path}: n-gram sections are not 1..N in order")
+    words = [line.split()[1] if len(line.split()) > 1 else "" for line in sections[0]]
+    index = {w: i for i, w in enumerate(words)}
+    for special in ("<s>", "</s>"):
+        if special not in index:
+            raise InputError(f"{path} has no {special} unigram; it is not a sentence-level ARPA model")
+    V = len(words)
+    vocab = pa.array(words)
+    keys, logprob, logbackoff = [np.arange(V, dtype=np.int64)], [], []
+    for n in range(1, order + 1):
+        mat, prob, bo = _parse_section(sections[n - 1], n, vocab, path)
+        if n == 1:
+            order_idx = np.arange(V)
+        else:
+            prefix = locate(tuple(keys), V, mat[:, :-1])
+            if np.any(prefix < 0):
+                raise InputError(f"{path}: some {n}-grams have no {n - 1}-gram context entry")
+            k = prefix * V + mat[:, -1]
+            order_idx = np.argsort(k, kind="stable")
+            keys.append(k[order_idx])
+        logprob.append(np.where(prob <= NO_PROB, -np.inf, prob * LN10)[order_idx])
+        logbackoff.append((bo * LN10)[order_idx])
+    model = BackoffModel(name, order, V, index["<s>"], index["</s>"], tuple(keys), tuple(logprob),
+                         tuple(logbackoff), index.get("<unk>"))
+    return model, words
+
+
+def _parse_section(lines: list[str], n: int, vocab: pa.Array, path: Path):
+    """``(m, n)`` ids, log10 probabilities and log10 backoffs (0 where absent) of one section."""
+    # A trailing "\t0" gives lines without a backoff a zero one, and leaves field 2 alone otherwise.
+    fields = pc.split_pattern(pc.binary_join_element_wise(pa.array(lines, pa.string()), "\t0", ""), "\t")
+    sizes = pc.list_value_length(fields).to_numpy()
+    if np.any((sizes < 3) | (sizes > 4)):
+        bad = lines[int(np.flatnonzero((sizes < 3) | (sizes > 4))[0])]
+        raise InputError(f"{path}: malformed {n}-gram line {bad!r}")
+    try:
+        prob = pc.cast(pc.list_element(fields, 0), pa.float64()).to_numpy(zero_copy_only=False)
+        bo = pc.cast(pc.list_element(fields, 2), pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid as exc:
+        raise InputError(f"{path}: non-numeric value in the {n}-gram section ({exc})") from None
+    tokens = pc.split_pattern(pc.utf8_trim_whitespace(pc.list_element(fields, 1)), " ")
+    if np.any(pc.list_value_length(tokens).to_numpy() != n):
+        raise InputError(f"{path}: a line in the {n}-gram section does not have {n} words")
+    ids = pc.index_in(pc.list_flatten(tokens), value_set=vocab)
+    if ids.null_count:
+        raise InputError(f"{path}: a {n}-gram uses a word missing from the unigrams")
+    return ids.to_numpy().astype(np.int64).reshape(-1, n), prob, bo

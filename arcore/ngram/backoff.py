@@ -1,0 +1,172 @@
+"""BackoffModel: an n-gram language model in ARPA's backoff form, scored state-in/state-out and vectorized.
+
+Input: an ``NGramIndex``'s keys plus, per order, a log-probability for every stored n-gram and a log
+backoff weight for every stored context (natural logs). Every estimator in this package (MLE, add-k,
+interpolation, Katz, Kneser-Ney) produces one; ARPA files load into one. Output: ``arcore.lm.LanguageModel``.
+
+The backoff rule (what KenLM's query and every ARPA reader compute)::
+
+    log p(w | c) = logprob(c w)                          if the n-gram c w is stored
+                 = logbackoff(c) + log p(w | c[1:])      otherwise (logbackoff = 0 when c is not stored)
+
+with the unigram table dense over the whole vocabulary. ``<s>`` (bos) gets log probability -inf: it is
+context only, never predicted.
+
+Vectorized scoring: ``<s>`` is inserted before each document; for each order n the row of the n-gram
+ending at every position is found from the row of the (n-1)-gram ending one position earlier: one
+vectorized lookup per order for the whole array, through a linear-probing hash table as in KenLM's
+probing model. n-grams that would cross a document never match, because no stored n-gram has ``<s>``
+after its first word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from arcore.errors import InputError, StageError
+from arcore.ngram.counts import atomic_write, with_bos
+from arcore.ngram.index import decode, locate
+from arcore.ngram.probing import KeyHash
+
+
+@dataclass(frozen=True, eq=False)
+class BackoffModel:
+    """``keys[n-1]``, ``logprob[n-1]``, ``logbackoff[n-1]`` for n = 1..order; order 1 is dense (row = id)."""
+
+    name: str
+    order: int
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+    keys: tuple[np.ndarray, ...]
+    logprob: tuple[np.ndarray, ...]
+    logbackoff: tuple[np.ndarray, ...]
+    unk_id: int | None = None
+    info: dict = field(default_factory=dict)
+
+    @cached_property
+    def _tables(self) -> tuple:
+        """Hash tables over the keys of orders >= 2, built on first use (KenLM's probing layout)."""
+        return (None,) + tuple(KeyHash(k) for k in self.keys[1:])
+
+    def _find(self, n: int, prefix_rows: np.ndarray, words: np.ndarray) -> np.ndarray:
+        """Rows of order-n n-grams from their prefix rows and last words; -1 where absent."""
+        out = np.full(prefix_rows.shape, -1, dtype=np.int64)
+        valid = np.flatnonzero(prefix_rows >= 0)
+        out[valid] = self._tables[n - 1].find(prefix_rows[valid] * self.vocab_size + words[valid])
+        return out
+
+    # ----- the LanguageModel interface -------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> np.ndarray:
+        """``(batch, order-1)``: row of the length-k context ending at the last token, k = 1..order-1."""
+        state = np.full((batch_size, max(self.order - 1, 1)), -1, dtype=np.int64)
+        state[:, 0] = self.bos_id
+        return state
+
+    def state_of(self, contexts: np.ndarray) -> np.ndarray:
+        """States for explicit contexts ``(batch, k)`` of ids (the last k tokens; ``<s>`` may lead)."""
+        contexts = np.asarray(contexts, dtype=np.int64).reshape(len(contexts), -1)
+        state = np.full((len(contexts), max(self.order - 1, 1)), -1, dtype=np.int64)
+        if contexts.shape[1] == 0:
+            return self.initial_state(len(contexts))
+        for j in range(1, min(contexts.shape[1], self.order - 1) + 1):
+            state[:, j - 1] = locate(self.keys, self.vocab_size, contexts[:, -j:])
+        if self.order == 1:
+            state[:, 0] = contexts[:, -1]
+        return state
+
+    def advance(self, state: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        tokens = np.asarray(tokens, dtype=np.int64)
+        new = np.full_like(state, -1)
+        new[:, 0] = tokens
+        for k in range(1, self.order - 1):
+            new[:, k] = self._find(k + 1, state[:, k - 1], tokens)
+        return new
+
+    def select(self, state: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return state[np.asarray(rows, dtype=np.int64)]
+
+    def next_logprobs(self, state: np.ndarray) -> np.ndarray:
+        V = self.vocab_size
+        out = np.tile(self.logprob[0], (state.shape[0], 1))
+        for k in range(1, self.order):
+            ctx = state[:, k - 1]
+            has = ctx >= 0
+            if not has.any():
+                break
+            out[has] += self.logbackoff[k - 1][ctx[has]][:, None]
+            keys = self.keys[k]
+            lo = np.searchsorted(keys, np.where(has, ctx, 0) * V)
+            hi = np.searchsorted(keys, np.where(has, ctx + 1, 0) * V)
+            lengths = np.where(has, hi - lo, 0)
+            if lengths.sum() == 0:
+                continue
+            batch = np.repeat(np.arange(state.shape[0]), lengths)
+            entries = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+            out[batch, keys[entries] % V] = self.logprob[k][entries]
+        return out
+
+    def score(self, ids: np.ndarray) -> np.ndarray:
+        """Per-token natural log P(ids[t] | document so far), one entry per element of ``ids``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise InputError(f"token ids must lie in [0, {self.vocab_size}) for this model; got "
+                             f"[{ids.min()}, {ids.max()}] - was it trained with another tokenizer?")
+        ext, offset = with_bos(ids, self.bos_id, self.eos_id)
+        if ext.size == 0:
+            return np.zeros(0)
+        rows = [ext]
+        for n in range(2, self.order + 1):
+            r = np.full(ext.size, -1, dtype=np.int64)
+            r[1:] = self._find(n, rows[-1][:-1], ext[1:])
+            rows.append(r)
+        # Longest stored n-gram ending at each position, and its log probability.
+        logp = self.logprob[0][ext].astype(np.float64)
+        matched = np.ones(ext.size, dtype=np.int64)
+        for n in range(2, self.order + 1):
+            hit = rows[n - 1] >= 0
+            logp[hit] = self.logprob[n - 1][rows[n - 1][hit]]
+            matched[hit] = n
+        # Backoff weights of the stored contexts longer than the matched one: length k ends at t-1.
+        for k in range(1, self.order):
+            ctx = np.full(ext.size, -1, dtype=np.int64)
+            ctx[1:] = rows[k - 1][:-1]
+            use = (ctx >= 0) & (matched <= k)
+            logp[use] += self.logbackoff[k - 1][ctx[use]]
+        return logp[offset > 0]
+
+    # ----- inspection and persistence --------------------------------------------------------------
+    def ngrams(self, n: int) -> np.ndarray:
+        """``(m_n, n)`` ids of the stored n-grams of order ``n`` (order 1: the whole vocabulary)."""
+        return decode(self.keys, self.vocab_size, n)
+
+    def num_ngrams(self) -> list[int]:
+        return [len(k) for k in self.keys]
+
+    def save(self, path: Path) -> None:
+        """Exact arrays as ``.npz`` (the ARPA file is the portable copy, rounded to 10 digits)."""
+        arrays = {"meta": np.array([self.order, self.vocab_size, self.bos_id, self.eos_id,
+                                    -1 if self.unk_id is None else self.unk_id]),
+                  "name": np.array(self.name)}
+        for n in range(1, self.order + 1):
+            arrays[f"keys{n}"] = self.keys[n - 1]
+            arrays[f"logprob{n}"] = self.logprob[n - 1]
+            arrays[f"logbackoff{n}"] = self.logbackoff[n - 1]
+        atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+    @classmethod
+    def load(cls, path: Path) -> "BackoffModel":
+        try:
+            z = np.load(Path(path))
+        except (OSError, ValueError) as exc:
+            raise StageError(f"cannot read n-gram model {path} ({exc}); rerun the ngram stage") from None
+        order, V, bos, eos, unk = (int(x) for x in z["meta"])
+        return cls(str(z["name"]), order, V, bos, eos,
+                   tuple(z[f"keys{n}"] for n in range(1, order + 1)),
+                   tuple(z[f"logprob{n}"] for n in range(1, order + 1)),
+                   tuple(z[f"logbackoff{n}"] for n in range(1, order + 1)),
+                   None if unk < 0 else unk)
