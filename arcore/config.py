@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from arcore.errors import ConfigError
+from arcore.compare import EvaluateConfig
 from arcore.ingest.config import IngestConfig
 from arcore.ngram.fit import NGramConfig
 from arcore.shards.config import ShardsConfig
@@ -49,6 +50,7 @@ class PipelineConfig(BaseModel):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     ngram: NGramConfig = Field(default_factory=NGramConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, name).model_dump(mode="json")

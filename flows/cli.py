@@ -76,6 +76,10 @@ def print_summary(summary: dict) -> None:
         shown = {k: v for k, v in s["metrics"].items() if not k.startswith("bytes_")}
         if shown:
             typer.echo("            " + ", ".join(f"{k}={v:g}" for k, v in list(shown.items())[:8]))
+    for s in summary["stages"]:
+        table = Path(s["output_dir"]) / "comparison.md"
+        if table.is_file():
+            typer.echo("\n" + table.read_text())
     typer.echo(f"MLflow run {summary['mlflow_run_id']}   Prefect flow run {summary['flow_run_id']}")
 
 

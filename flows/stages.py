@@ -15,6 +15,7 @@ from arcore.ingest import inputs_digest
 from arcore.io import DigestCache
 from arcore.stage import StageDir, stage_key
 from tasks.contract import StageContext, StageRef
+from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.ngram import ngram
 from tasks.shards import shards
@@ -39,6 +40,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("tokenizer", tokenizer, upstream=("ingest",)),
     Stage("shards", shards, upstream=("ingest", "tokenizer")),
     Stage("ngram", ngram, upstream=("tokenizer", "shards")),
+    Stage("evaluate", evaluate, upstream=("tokenizer", "shards", "ngram")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

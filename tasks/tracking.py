@@ -102,7 +102,13 @@ class Tracker:
         self.log_metrics(run_id, {**result.metrics, "stage_seconds": result.seconds})
         out = Path(result.output_dir)
         for name in ["manifest.json", *result.artifacts]:
-            if (out / name).is_file():
+            if not (out / name).is_file():
+                continue
+            if name.endswith(".table.json"):  # rows -> an MLflow table (shown in the UI's Evaluation tab)
+                rows = json.loads((out / name).read_text())
+                columns = {k: [r.get(k) for r in rows] for k in (rows[0] if rows else {})}
+                self.client.log_table(run_id, data=columns, artifact_file=name.replace(".table", ""))
+            else:
                 self.client.log_artifact(run_id, str(out / name))
         self.end_run(run_id, "FINISHED")
 

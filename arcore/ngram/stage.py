@@ -1,7 +1,8 @@
 """The ngram stage: token shards -> count tables, the histogram and the configured n-gram models.
 
 In: the tokenizer directory and the shards directory. Out, in ``out_dir``: ``counts/order{n}.parquet``
-(counted once), ``histogram.npy`` (unigram counts over token ids, the lecture's estimation by counting),
+(counted once), ``histogram.npz`` (unigram counts over token ids and the histogram's log-probabilities: the lecture's
+estimation by counting, with ``histogram_pseudocount``),
 one ``<model>.arpa`` + ``<model>.npz`` per estimator (``models.json`` lists them), and metrics per model on
 the valid split: perplexity per token and bits per byte (``arcore.evaluate`` conventions).
 """
@@ -12,19 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from arcore.evaluate import TextCounts, evaluate_model
+from arcore.compare import split_counts
+from arcore.evaluate import evaluate_model
 from arcore.ngram.fit import NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
 from arcore.ngram.histogram import UnigramModel
-from arcore.shards.reader import read_ids, split_stats
+from arcore.shards.reader import read_ids
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.store import LoadedTokenizer, load_tokenizer
 
-HISTOGRAM_FILE = "histogram.npy"
-
-
-def split_counts(shards_dir: Path, split: str) -> TextCounts:
-    s = split_stats(shards_dir, split)
-    return TextCounts(source_bytes=s.source_bytes, words=s.words, documents=s.documents)
+HISTOGRAM_FILE = "histogram.npz"
 
 
 def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir: Path,
@@ -36,14 +33,15 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
                               work_dir=out_dir, progress=progress)
     vocab = [tok.tokenizer.id_to_token(i) for i in range(tok.vocab_size)]
     save_ngram_models(models, out_dir, words=vocab)
-    counts = np.bincount(np.asarray(train, dtype=np.int64), minlength=tok.vocab_size)
-    np.save(out_dir / HISTOGRAM_FILE, counts)
+    histogram = fit_histogram(train, tok, cfg.histogram_pseudocount)
+    np.savez(out_dir / HISTOGRAM_FILE, counts=np.bincount(np.asarray(train, dtype=np.int64),
+             minlength=tok.vocab_size), logprob=histogram.logprob)
     metrics: dict[str, float] = {}
     records = {f"ngrams_order{n}": int(k) for n, k in enumerate(next(iter(models.values())).num_ngrams(), 1)} \
         if models else {}
     if len(valid):
         valid_counts = split_counts(shards_dir, "valid")
-        everything = {"histogram": load_histogram(out_dir, tok, cfg.histogram_pseudocount), **models}
+        everything = {"histogram": histogram, **models}
         for name, model in everything.items():
             ev = evaluate_model(model, valid, valid_counts, tok.unk_id)
             metrics[f"{name}.valid_perplexity"] = ev.perplexity_per_token
@@ -51,16 +49,17 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
     return StageOutput(metrics=metrics, records=records, artifacts=("models.json",))
 
 
-def load_histogram(ngram_dir: Path, tok: LoadedTokenizer, pseudocount: float) -> UnigramModel:
-    """The unigram histogram from its saved counts: p(w) = (c(w) + pseudocount) / sum, ``<s>`` excluded
-    (same estimate as ``UnigramModel.fit``, without re-reading the ids)."""
-    counts = np.load(Path(ngram_dir) / HISTOGRAM_FILE).astype(np.float64) + pseudocount
-    counts[tok.bos_id] = 0.0
-    with np.errstate(divide="ignore"):
-        logprob = np.log(counts / counts.sum())
+def fit_histogram(train: np.ndarray, tok: LoadedTokenizer, pseudocount: float) -> UnigramModel:
+    return UnigramModel.fit(train, tok.vocab_size, tok.bos_id, tok.eos_id, pseudocount=pseudocount)
+
+
+def load_histogram(ngram_dir: Path, tok: LoadedTokenizer) -> UnigramModel:
+    logprob = np.load(Path(ngram_dir) / HISTOGRAM_FILE)["logprob"]
     return UnigramModel(tok.vocab_size, tok.bos_id, tok.eos_id, logprob)
 
 
-def load_models(ngram_dir: Path, tok: LoadedTokenizer, cfg: NGramConfig) -> dict:
-    """Every model the stage fitted, by name, histogram included."""
-    return {"histogram": load_histogram(ngram_dir, tok, cfg.histogram_pseudocount), **load_ngram_models(ngram_dir)}
+def load_models(ngram_dir: Path, tok: LoadedTokenizer) -> dict:
+    """Every model the stage fitted, by name (``histogram``, ``ngram-<smoothing>``)."""
+    models = {"histogram": load_histogram(ngram_dir, tok)}
+    models.update({f"ngram-{name}": m for name, m in load_ngram_models(ngram_dir).items()})
+    return models

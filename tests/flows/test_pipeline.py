@@ -59,6 +59,12 @@ def test_run_rerun_cached_and_selective(prefect_harness, cfg_for, mlflow_uri):
     assert ingest_run.data.metrics["documents_train"] > 200
     assert {"manifest.json", "report.json"} <= {a.path for a in client.list_artifacts(ingest_run.info.run_id)}
 
+    evaluate_run = children["evaluate"]
+    assert {"comparison.json", "bits_per_byte.png", "samples.md", "evaluation.json"} <= {
+        a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
+    bpb = {k.split(".")[0]: v for k, v in evaluate_run.data.metrics.items() if k.endswith(".test.bits_per_byte")}
+    assert bpb["ngram-kneser-ney"] < bpb["histogram"] < bpb["ngram-laplace"]
+
     second = pipeline(config=cfg)
     assert states(second) == {name: "cached" for name in STAGE_NAMES}
     assert [s["output_dir"] for s in second["stages"]] == [s["output_dir"] for s in first["stages"]]

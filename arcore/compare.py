@@ -1,0 +1,135 @@
+"""The evaluate stage: every model side by side, and text from every decoder for every model.
+
+In: the tokenizer, the token shards (valid/test ids and their text counts) and the loaded models
+(``{name: LanguageModel}``: the histogram, each n-gram estimator, the RNN). Out, in ``out_dir``:
+- ``evaluation.json``: per model, per split, every figure of ``arcore.evaluate.Evaluation``
+- ``comparison.table.json`` / ``comparison.md``: the test split ranked by bits per byte
+- ``bits_per_byte.png``: the bar chart of that ranking
+- ``samples.json`` / ``samples.md``: for each model, one continuation per decoding strategy
+Metrics: ``<model>.<split>.<figure>`` for bits per byte, perplexity per token and per word, OOV rate.
+
+Models share one tokenizer here, so per-token perplexities compare too; bits per byte (the lecture's
+compression rate) is what compares across tokenizers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from arcore.decode import DecodeConfig, generate
+from arcore.evaluate import TextCounts, compare_models, evaluate_model, plot_bits_per_byte
+from arcore.io import atomic_write_json, atomic_write_text
+from arcore.lm import LanguageModel
+from arcore.shards.reader import read_ids, split_stats
+from arcore.stage import Progress, StageOutput
+from arcore.tokenize.store import LoadedTokenizer
+
+Strategy = Literal["greedy", "sample", "top-k", "top-p", "beam"]
+LOGGED_FIGURES = ("bits_per_byte", "perplexity_per_token", "perplexity_per_word", "oov_rate")
+
+
+class EvaluateConfig(BaseModel):
+    """splits: where models are scored. prompt: text every sample continues ('' starts a document).
+    The decoding settings are those of ``arcore.decode.DecodeConfig``, one sample per strategy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    splits: list[Literal["valid", "test"]] = Field(default_factory=lambda: ["valid", "test"], min_length=1)
+    prompt: str = ""
+    strategies: list[Strategy] = Field(default_factory=lambda: ["greedy", "sample", "top-k", "top-p", "beam"])
+    max_tokens: int = Field(48, ge=1, le=4096)
+    temperature: float = Field(0.8, gt=0.0)
+    top_k: int = Field(40, ge=1)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    beam_width: int = Field(4, ge=1, le=64)
+    length_penalty: float = Field(0.6, ge=0.0)
+    seed: int = 0
+
+    def decode_config(self, strategy: str) -> DecodeConfig:
+        return DecodeConfig(
+            strategy=strategy, temperature=self.temperature if strategy != "greedy" else 1.0,
+            top_k=self.top_k if strategy == "top-k" else None, top_p=self.top_p if strategy == "top-p" else None,
+            beam_width=self.beam_width, length_penalty=self.length_penalty, max_tokens=self.max_tokens,
+            seed=self.seed,
+        )
+
+
+def split_counts(shards_dir: Path, split: str) -> TextCounts:
+    s = split_stats(shards_dir, split)
+    return TextCounts(source_bytes=s.source_bytes, words=s.words, documents=s.documents)
+
+
+def score_models(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, shards_dir: Path,
+                 splits: list[str], progress: Progress = None) -> dict[str, dict[str, dict]]:
+    results: dict[str, dict[str, dict]] = {name: {} for name in models}
+    for split in splits:
+        ids = read_ids(shards_dir, split, tok.sha256)
+        counts = split_counts(shards_dir, split)
+        for i, (name, model) in enumerate(models.items()):
+            results[name][split] = evaluate_model(model, ids, counts, tok.unk_id).as_dict()
+            if progress:
+                progress(i + 1, len(models))
+    return results
+
+
+def sample_texts(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, cfg: EvaluateConfig) -> dict:
+    """``{model: {strategy: text}}``, each the prompt's continuation under that decoder."""
+    prompt = tok.tokenizer.encode(cfg.prompt, add_special_tokens=False).ids if cfg.prompt else []
+    out: dict[str, dict[str, str]] = {}
+    for name, model in models.items():
+        out[name] = {}
+        for strategy in cfg.strategies:
+            best = generate(model, prompt, cfg.decode_config(strategy))[0]
+            ids = [i for i in best.ids if i != tok.eos_id]
+            out[name][strategy] = cfg.prompt + tok.tokenizer.decode(ids, skip_special_tokens=True)
+    return out
+
+
+def build_evaluation(cfg: EvaluateConfig, tok: LoadedTokenizer, shards_dir: Path,
+                     models: Mapping[str, LanguageModel], out_dir: Path, progress: Progress = None) -> StageOutput:
+    results = score_models(models, tok, shards_dir, cfg.splits, progress)
+    atomic_write_json(out_dir / "evaluation.json", results)
+    ranked_split = "test" if "test" in cfg.splits else cfg.splits[0]
+    per_model = {name: by_split[ranked_split] for name, by_split in results.items()}
+    rows = compare_models(per_model)
+    atomic_write_json(out_dir / "comparison.table.json", rows)
+    atomic_write_text(out_dir / "comparison.md", comparison_markdown(rows, ranked_split))
+    plot_bits_per_byte(per_model, out_dir / "bits_per_byte.png",
+                       title=f"Bits per byte on {ranked_split} (lower is better)")
+    samples = sample_texts(models, tok, cfg)
+    atomic_write_json(out_dir / "samples.json", samples)
+    atomic_write_text(out_dir / "samples.md", samples_markdown(samples, cfg.prompt))
+    metrics = {
+        f"{name}.{split}.{figure}": float(values[figure])
+        for name, by_split in results.items() for split, values in by_split.items() for figure in LOGGED_FIGURES
+        if math.isfinite(float(values[figure]))
+    }
+    return StageOutput(
+        metrics=metrics, records={"models": len(models)},
+        artifacts=("evaluation.json", "comparison.table.json", "comparison.md", "bits_per_byte.png",
+                   "samples.json", "samples.md"),
+    )
+
+
+def comparison_markdown(rows: list[dict], split: str) -> str:
+    lines = [f"Models on the {split} split, best bits per byte first.", "",
+             "| rank | model | bits/byte | ppl/word | ppl/token | OOV rate |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['rank']} | {r['model']} | {r['bits_per_byte']:.4f} | {r['perplexity_per_word']:.2f} "
+                     f"| {r['perplexity_per_token']:.2f} | {r['oov_rate']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def samples_markdown(samples: Mapping[str, Mapping[str, str]], prompt: str) -> str:
+    parts = [f"Samples (prompt: {prompt!r})", ""]
+    for name, by_strategy in samples.items():
+        parts.append(f"## {name}")
+        for strategy, text in by_strategy.items():
+            fence = "~~~~" if "```" in text else "```"
+            parts += [f"**{strategy}**", "", fence + "text", text, fence, ""]
+    return "\n".join(parts)
