@@ -21,6 +21,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
 from arcore.config import PipelineConfig
+from arcore.runs import record_run
 from arcore.stage import require_latest
 from flows.logs import quiet_user_errors
 from flows.stages import STAGE_NAMES, STAGES, get_stage, make_context
@@ -83,6 +84,7 @@ def pipeline(
         raise
     tracker.end_run(parent, "FINISHED")
     summary = {"flow_run_id": flow_run_id, "mlflow_run_id": parent, "stages": results}
+    record_run(config.work_dir, summary, mode)
     _publish(tracker, parent, summary)
     return summary
 
