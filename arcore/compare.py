@@ -21,8 +21,9 @@ from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from arcore.decode import DecodeConfig, generate
+from arcore.decode import DecodeConfig
 from arcore.evaluate import TextCounts, compare_models, evaluate_model, plot_bits_per_byte
+from arcore.generate import generate_text
 from arcore.io import atomic_write_json, atomic_write_text
 from arcore.lm import LanguageModel
 from arcore.shards.reader import read_ids, split_stats
@@ -79,15 +80,11 @@ def score_models(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, shar
 
 def sample_texts(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, cfg: EvaluateConfig) -> dict:
     """``{model: {strategy: text}}``, each the prompt's continuation under that decoder."""
-    prompt = tok.tokenizer.encode(cfg.prompt, add_special_tokens=False).ids if cfg.prompt else []
-    out: dict[str, dict[str, str]] = {}
-    for name, model in models.items():
-        out[name] = {}
-        for strategy in cfg.strategies:
-            best = generate(model, prompt, cfg.decode_config(strategy))[0]
-            ids = [i for i in best.ids if i != tok.eos_id]
-            out[name][strategy] = cfg.prompt + tok.tokenizer.decode(ids, skip_special_tokens=True)
-    return out
+    return {
+        name: {strategy: generate_text(model, tok, cfg.prompt, cfg.decode_config(strategy))[0]
+               for strategy in cfg.strategies}
+        for name, model in models.items()
+    }
 
 
 def build_evaluation(cfg: EvaluateConfig, tok: LoadedTokenizer, shards_dir: Path,

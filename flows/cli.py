@@ -3,6 +3,8 @@
     arpipe run [--from STAGE]        the whole pipeline; --from recomputes STAGE and what follows
     arpipe stage NAME                recompute exactly one stage on the latest upstream outputs
     arpipe status                    per stage: is its output for this config there, and where
+    arpipe generate --model M        continue a prompt with a trained model and a decoder
+    arpipe score FILE --model M      perplexity and bits per byte of a text under a model
     arpipe ngram estimate|score      KenLM-style n-gram tools on whitespace-tokenized text
 
 All take ``--config FILE`` (TOML or YAML) and repeatable ``--set section.key=value``; ``--json`` prints
@@ -123,8 +125,11 @@ def status(config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, json_ou
 
 
 def _mount_subcommands() -> None:
+    from flows.cli_generate import generate_command, score_command
     from flows.cli_ngram import app as ngram_app
 
+    app.command("generate")(generate_command)
+    app.command("score")(score_command)
     app.add_typer(ngram_app, name="ngram", help="KenLM-style n-gram estimation and scoring on plain text")
 
 

@@ -12,7 +12,9 @@ Modes
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 from typing import Optional
 
 from prefect import flow, get_run_logger
@@ -21,6 +23,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
 from arcore.config import PipelineConfig
+from arcore.generate import export_bundle
 from arcore.runs import record_run
 from arcore.stage import require_latest
 from flows.logs import quiet_user_errors
@@ -71,6 +74,8 @@ def pipeline(
             cached = state.name == "Cached" or result.state == "cached"
             result = result.model_copy(update={"state": "cached" if cached else "completed",
                                                "seconds": time.perf_counter() - t0})
+            if stage.exports and not cached:
+                _log_generators(tracker, child, stage.exports, upstream, result)
             tracker.finish_stage_run(child, result, cached=cached)
             refs[stage.name] = result.ref()
             results.append({"stage": result.stage, "state": result.state, "seconds": round(result.seconds, 3),
@@ -87,6 +92,15 @@ def pipeline(
     record_run(config.work_dir, summary, mode)
     _publish(tracker, parent, summary)
     return summary
+
+
+def _log_generators(tracker: Tracker, run_id: str, names: tuple[str, ...], upstream: dict[str, StageRef],
+                    result: StageResult) -> None:
+    with tempfile.TemporaryDirectory(prefix="arpipe-bundle-") as tmp:
+        for name in names:
+            bundle = export_bundle(name, Path(upstream["tokenizer"].path), {result.stage: Path(result.output_dir)},
+                                   Path(tmp) / name)
+            tracker.log_generator(run_id, name, bundle)
 
 
 def _latest_ref(config: PipelineConfig, stage: str) -> StageRef:

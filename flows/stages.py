@@ -29,6 +29,8 @@ class Stage:
     upstream: tuple[str, ...] = ()
     # digests of what the stage reads from outside the work dir (input files), if anything
     external: Optional[Callable[[PipelineConfig], dict[str, str]]] = None
+    # models this stage trains, logged to its MLflow run as generation pyfuncs when it computes
+    exports: tuple[str, ...] = ()
 
 
 def _ingest_inputs(cfg: PipelineConfig) -> dict[str, str]:
@@ -39,7 +41,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("ingest", ingest, external=_ingest_inputs),
     Stage("tokenizer", tokenizer, upstream=("ingest",)),
     Stage("shards", shards, upstream=("ingest", "tokenizer")),
-    Stage("ngram", ngram, upstream=("tokenizer", "shards")),
+    Stage("ngram", ngram, upstream=("tokenizer", "shards"), exports=("histogram", "ngram")),
     Stage("evaluate", evaluate, upstream=("tokenizer", "shards", "ngram")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

@@ -112,6 +112,30 @@ class Tracker:
                 self.client.log_artifact(run_id, str(out / name))
         self.end_run(run_id, "FINISHED")
 
+    def log_generator(self, run_id: str, name: str, bundle_dir: Path) -> str:
+        """Log ``bundle_dir`` (arcore.generate.export_bundle) as a pyfunc under the run; returns its URI.
+
+        Saved locally then uploaded with the client, so no fluent (thread-local) run is involved; the
+        ``arcore`` sources travel in the model (``code_paths``), so it loads wherever its pip
+        requirements are installed."""
+        import tempfile
+
+        import mlflow.pyfunc
+
+        from tasks.pyfunc import SIGNATURE, TextGenerator, requirements
+
+        with tempfile.TemporaryDirectory(prefix="arpipe-pyfunc-") as tmp:
+            path = Path(tmp) / name
+            mlflow.pyfunc.save_model(
+                path, python_model=TextGenerator(), artifacts={"bundle": str(bundle_dir)},
+                signature=SIGNATURE, code_paths=[str(Path(__file__).resolve().parents[1] / "arcore")],
+                pip_requirements=requirements(),
+            )
+            self.client.log_artifacts(run_id, str(path), artifact_path=name)
+        uri = f"runs:/{run_id}/{name}"
+        self.client.set_tag(run_id, f"arpipe.model.{name}", uri)
+        return uri
+
     def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 

@@ -1,0 +1,147 @@
+"""``arpipe generate`` and ``arpipe score``: the trained models as text in, text out.
+
+Models come from the latest finished pipeline run (one run's tokenizer, n-gram and RNN outputs, so they
+always fit together), or from an MLflow model URI (``runs:/<id>/ngram``, ``models:/arpipe-rnn@champion``)
+through the generation pyfunc.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from arcore.errors import ArpipeError
+
+ModelOpt = typer.Option("ngram", "--model", "-m",
+                        help="histogram | ngram | ngram-<smoothing> | rnn | an MLflow model URI")
+
+
+def _pipeline_outputs(config: Optional[Path], sets: list[str]) -> dict[str, Path]:
+    """Stage output dirs of the latest finished run, else each stage's latest output."""
+    from arcore.runs import read_runs
+    from arcore.stage import latest
+    from flows.cli import prepare
+
+    cfg = prepare(config, sets)
+    runs = read_runs(cfg.work_dir, last=1)
+    dirs = {name: Path(s["output_dir"]) for name, s in runs[0]["stages"].items()} if runs else {}
+    for stage in ("tokenizer", "ngram", "rnn"):
+        if stage not in dirs or not (dirs[stage] / "manifest.json").is_file():
+            d = latest(cfg.work_dir, stage)
+            if d is not None:
+                dirs[stage] = d.path
+            else:
+                dirs.pop(stage, None)
+    return dirs
+
+
+def _load(model: str, config: Optional[Path], sets: list[str]):
+    from arcore.errors import StageError
+    from arcore.generate import load_language_model
+    from arcore.tokenize.store import load_tokenizer
+
+    dirs = _pipeline_outputs(config, sets)
+    if "tokenizer" not in dirs:
+        raise StageError("no tokenizer output yet; run `arpipe run` first")
+    tok = load_tokenizer(dirs["tokenizer"])
+    return tok, load_language_model(model, tok, dirs)
+
+
+def generate_command(
+    model: str = ModelOpt,
+    strategy: str = typer.Option("sample", "--strategy", "-s", help="greedy | sample | top-k | top-p | beam"),
+    prompt: str = typer.Option("", "--prompt", help="text to continue ('' starts a new document)"),
+    temperature: float = typer.Option(1.0, "--temperature", "-t"),
+    k: Optional[int] = typer.Option(None, "--k", help="top-k: keep the k most likely tokens"),
+    p: Optional[float] = typer.Option(None, "--p", help="top-p: keep the smallest set with mass >= p"),
+    beam_width: int = typer.Option(4, "--beam-width"),
+    length_penalty: float = typer.Option(0.6, "--length-penalty", help="beam: GNMT length penalty alpha"),
+    n: int = typer.Option(1, "--n", help="samples to draw, or beam hypotheses to print"),
+    max_tokens: int = typer.Option(64, "--max-tokens"),
+    seed: int = typer.Option(0, "--seed"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False),
+    set_: list[str] = typer.Option([], "--set"),
+) -> None:
+    """Continue --prompt with a trained model and one decoding strategy."""
+    from flows.cli import fail
+
+    try:
+        from arcore.decode import DecodeConfig
+
+        cfg = DecodeConfig(strategy=strategy, temperature=temperature, top_k=k, top_p=p, beam_width=beam_width,
+                           n_best=n if strategy == "beam" else 1, num_samples=n if strategy != "beam" else 1,
+                           length_penalty=length_penalty, max_tokens=max_tokens, seed=seed)
+        if ":/" in model:
+            texts = _generate_from_uri(model, prompt, cfg)
+        else:
+            from arcore.generate import generate_text
+
+            tok, lm = _load(model, config, set_)
+            texts = generate_text(lm, tok, prompt, cfg)
+    except ArpipeError as e:
+        raise fail(str(e), 2 if type(e).__name__ == "ConfigError" else 1)
+    except ValueError as e:  # pydantic type errors of the decode options
+        raise fail(str(e).splitlines()[-1] if str(e) else "invalid option", 2)
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            typer.echo(f"--- {i + 1}")
+        typer.echo(text)
+
+
+def _generate_from_uri(uri: str, prompt: str, cfg) -> list[str]:
+    import os
+
+    import mlflow.pyfunc
+    import pandas as pd
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as e:  # MLflow raises many types for a bad or unreachable URI
+        raise ArpipeError(f"cannot load model {uri}: {str(e).splitlines()[0][:300]}") from None
+    params = {"strategy": cfg.strategy, "temperature": cfg.temperature, "top_k": cfg.top_k or 0,
+              "top_p": cfg.top_p or 1.0, "beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty,
+              "max_tokens": cfg.max_tokens, "seed": cfg.seed or 0}
+    return list(model.predict(pd.DataFrame({"prompt": [prompt]}), params=params)["text"])
+
+
+def score_command(
+    file: Path = typer.Argument(..., help="text file to score", dir_okay=False),
+    model: str = ModelOpt,
+    unit: str = typer.Option("paragraph", "--unit", help="documents: line | paragraph | file"),
+    json_out: bool = typer.Option(False, "--json"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False),
+    set_: list[str] = typer.Option([], "--set"),
+) -> None:
+    """Perplexity and bits per byte of a text file under a trained model."""
+    import json
+
+    from flows.cli import fail
+
+    try:
+        from arcore.generate import score_text
+        from arcore.ingest.normalize import Repairs, normalize_text
+        from arcore.ingest.readers import SkipFile, read_text
+
+        if unit not in ("line", "paragraph", "file"):
+            raise fail(f"--unit must be line, paragraph or file, got {unit!r}", 2)
+        if not file.is_file():
+            raise fail(f"no such file: {file}", 2)
+        repairs = Repairs()
+        try:
+            texts = [normalize_text(d.text, repairs) for d in read_text(file, unit, "strict", repairs)]
+        except SkipFile as e:
+            raise fail(str(e), 1)
+        tok, lm = _load(model, config, set_)
+        result = score_text(lm, tok, texts).as_dict()
+    except ArpipeError as e:
+        raise fail(str(e), 2 if type(e).__name__ == "ConfigError" else 1)
+    if json_out:
+        typer.echo(json.dumps({"model": model, "file": str(file), **result}, indent=2))
+        return
+    for key in ("bits_per_byte", "perplexity_per_word", "perplexity_per_token", "nll_per_token", "oov_rate",
+                "tokens", "words", "documents", "source_bytes"):
+        typer.echo(f"{key:<22} {result[key]:.6g}" if isinstance(result[key], float) else f"{key:<22} {result[key]}")
