@@ -44,6 +44,7 @@ class EvaluateConfig(BaseModel):
     prompt: str = ""
     strategies: list[Strategy] = Field(default_factory=lambda: ["greedy", "sample", "top-k", "top-p", "beam"])
     max_tokens: int = Field(48, ge=1, le=4096)
+    min_tokens: int = Field(8, ge=0, description="no </s> before this many tokens, so every sample shows text")
     temperature: float = Field(0.8, gt=0.0)
     top_k: int = Field(40, ge=1)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
@@ -56,7 +57,7 @@ class EvaluateConfig(BaseModel):
             strategy=strategy, temperature=self.temperature if strategy != "greedy" else 1.0,
             top_k=self.top_k if strategy == "top-k" else None, top_p=self.top_p if strategy == "top-p" else None,
             beam_width=self.beam_width, length_penalty=self.length_penalty, max_tokens=self.max_tokens,
-            seed=self.seed,
+            min_tokens=min(self.min_tokens, self.max_tokens), seed=self.seed,
         )
 
 

@@ -60,6 +60,7 @@ def generate_command(
     length_penalty: float = typer.Option(0.6, "--length-penalty", help="beam: GNMT length penalty alpha"),
     n: int = typer.Option(1, "--n", help="samples to draw, or beam hypotheses to print"),
     max_tokens: int = typer.Option(64, "--max-tokens"),
+    min_tokens: int = typer.Option(0, "--min-tokens", help="forbid </s> before this many tokens"),
     seed: int = typer.Option(0, "--seed"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False),
     set_: list[str] = typer.Option([], "--set"),
@@ -72,7 +73,8 @@ def generate_command(
 
         cfg = DecodeConfig(strategy=strategy, temperature=temperature, top_k=k, top_p=p, beam_width=beam_width,
                            n_best=n if strategy == "beam" else 1, num_samples=n if strategy != "beam" else 1,
-                           length_penalty=length_penalty, max_tokens=max_tokens, seed=seed)
+                           length_penalty=length_penalty, max_tokens=max_tokens, min_tokens=min_tokens,
+                           seed=seed)
         if ":/" in model:
             texts = _generate_from_uri(model, prompt, cfg)
         else:
@@ -98,13 +100,14 @@ def _generate_from_uri(uri: str, prompt: str, cfg) -> list[str]:
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         model = mlflow.pyfunc.load_model(uri)
     except Exception as e:  # MLflow raises many types for a bad or unreachable URI
         raise ArpipeError(f"cannot load model {uri}: {str(e).splitlines()[0][:300]}") from None
     params = {"strategy": cfg.strategy, "temperature": cfg.temperature, "top_k": cfg.top_k or 0,
               "top_p": cfg.top_p or 1.0, "beam_width": cfg.beam_width, "length_penalty": cfg.length_penalty,
-              "max_tokens": cfg.max_tokens, "seed": cfg.seed or 0}
+              "max_tokens": cfg.max_tokens, "min_tokens": cfg.min_tokens, "seed": cfg.seed or 0}
     return list(model.predict(pd.DataFrame({"prompt": [prompt]}), params=params)["text"])
 
 

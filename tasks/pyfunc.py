@@ -2,7 +2,7 @@
 
 Input: a DataFrame with a ``prompt`` column (strings; "" starts a new document). Params (in the
 signature, so ``mlflow models serve`` accepts them per request): strategy, temperature, top_k (0 = off),
-top_p, beam_width, length_penalty, max_tokens, seed. Output: a DataFrame with ``prompt`` and ``text`` (the
+top_p, beam_width, length_penalty, max_tokens, min_tokens, seed. Output: a DataFrame with ``prompt`` and ``text`` (the
 prompt followed by the best continuation: the first sample, or the best beam).
 
 Serving (arpipe must be installed in the serving environment, hence ``--env-manager local``)::
@@ -28,6 +28,7 @@ PARAMS = ParamSchema([
     ParamSpec("beam_width", "long", 4),
     ParamSpec("length_penalty", "double", 0.0),
     ParamSpec("max_tokens", "long", 64),
+    ParamSpec("min_tokens", "long", 0),
     ParamSpec("seed", "long", 0),
 ])
 SIGNATURE = ModelSignature(
@@ -53,7 +54,7 @@ def decode_config(params: Optional[dict[str, Any]]):
         strategy=p["strategy"], temperature=float(p["temperature"]), top_k=int(p["top_k"]) or None,
         top_p=float(p["top_p"]) if float(p["top_p"]) < 1.0 or p["strategy"] == "top-p" else None,
         beam_width=int(p["beam_width"]), length_penalty=float(p["length_penalty"]),
-        max_tokens=int(p["max_tokens"]), seed=int(p["seed"]),
+        max_tokens=int(p["max_tokens"]), min_tokens=int(p["min_tokens"]), seed=int(p["seed"]),
     )
 
 

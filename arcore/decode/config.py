@@ -17,7 +17,7 @@ import math
 from typing import Literal, Optional, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from arcore.errors import ConfigError
 
@@ -163,6 +163,7 @@ class DecodeConfig(BaseModel):
     temperature, top_k, top_p: the sampling filters, applied in that order (see ``filters``).
     beam_width, n_best, length_penalty, length_penalty_form: beam search (see ``beam_search``).
     max_tokens: generated tokens at most, ``</s>`` included; the prompt does not count.
+    min_tokens: ``</s>`` is forbidden before this many generated tokens (``constraints.MinLength``).
     num_samples: independent samples drawn by the sampling strategies.
     seed: seeds ``numpy.random.default_rng``; the same seed, model and config give the same text.
     """
@@ -178,6 +179,7 @@ class DecodeConfig(BaseModel):
     length_penalty: float = 0.0
     length_penalty_form: LengthPenaltyForm = "gnmt"
     max_tokens: int = 64
+    min_tokens: int = Field(0, ge=0, description="forbid </s> before this many generated tokens")
     num_samples: int = 1
     seed: Optional[int] = 0
 

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from arcore.decode.beam_search import beam_search
 from arcore.decode.config import DecodeConfig
+from arcore.decode.constraints import MinLength
 from arcore.decode.generation import Generation
 from arcore.decode.greedy import greedy
 from arcore.decode.sampling import sample
@@ -27,6 +28,8 @@ from arcore.lm import LanguageModel
 def generate(model: LanguageModel, prompt: Sequence[int], cfg: DecodeConfig,
              require_prompt: bool = False) -> tuple[Generation, ...]:
     """Decode ``prompt`` with ``cfg.strategy``; ``require_prompt`` refuses an empty prompt."""
+    if cfg.min_tokens:
+        model = MinLength(model, cfg.min_tokens + len(prompt))
     if cfg.strategy == "greedy":
         return (greedy(model, prompt, max_tokens=cfg.max_tokens, require_prompt=require_prompt),)
     if cfg.strategy == "beam":

@@ -345,3 +345,32 @@ def test_generate_dispatches_every_strategy():
         generate(model, [], DecodeConfig(), require_prompt=True)
     with pytest.raises(ValueError):  # pydantic's ValidationError: the config is frozen
         DecodeConfig().temperature = 2.0
+
+
+def test_min_tokens_forbids_eos_for_every_decoder():
+    """A model that puts 90% on </s> at every step still yields min_tokens tokens before </s>."""
+    from arcore.decode import DecodeConfig, generate
+
+    class EosLover:
+        vocab_size, bos_id, eos_id = 4, 0, 1
+
+        def initial_state(self, n):
+            return np.zeros(n)
+
+        def next_logprobs(self, state):
+            return np.tile(np.log([0.0, 0.9, 0.05, 0.05]), (len(state), 1))
+
+        def advance(self, state, tokens):
+            return state
+
+        def select(self, state, rows):
+            return state[np.asarray(rows)]
+
+        def score(self, ids):
+            return self.next_logprobs(np.zeros(len(ids)))[np.arange(len(ids)), ids]
+
+    for strategy in ("greedy", "sample", "beam"):
+        out = generate(EosLover(), [2], DecodeConfig(strategy=strategy, min_tokens=5, max_tokens=20))[0]
+        assert len(out.ids) == 6 and out.ids[-1] == 1 and 1 not in out.ids[:5], (strategy, out.ids)
+        plain = generate(EosLover(), [2], DecodeConfig(strategy=strategy, max_tokens=20))[0]
+        assert len(plain.ids) < 6 or strategy == "sample"
