@@ -22,6 +22,7 @@ from arcore.errors import ConfigError
 from arcore.compare import EvaluateConfig
 from arcore.ingest.config import IngestConfig
 from arcore.ngram.fit import NGramConfig
+from arcore.promotion import RegistryConfig
 from arcore.shards.config import ShardsConfig
 from arcore.tokenize.config import TokenizerConfig
 
@@ -51,6 +52,7 @@ class PipelineConfig(BaseModel):
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     ngram: NGramConfig = Field(default_factory=NGramConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, name).model_dump(mode="json")

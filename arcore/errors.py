@@ -20,3 +20,7 @@ class InputError(ArpipeError):
 
 class StageError(ArpipeError):
     """A stage cannot run: missing or inconsistent upstream outputs, corrupt outputs."""
+
+
+class GateFailed(ArpipeError):
+    """A new model regressed beyond the configured tolerance: the run's evaluation gate failed."""

@@ -9,7 +9,8 @@
 
 All take ``--config FILE`` (TOML or YAML) and repeatable ``--set section.key=value``; ``--json`` prints
 one machine-readable summary on stdout at the end. Exit codes: 0 success, 1 a stage or the tracking
-store failed, 2 invalid config or usage, 130 interrupted; failures print one ``error:`` line.
+store failed, 2 invalid config or usage, 3 the evaluation gate failed (a new model regressed),
+130 interrupted; failures print one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Optional
 import typer
 
 from arcore.config import PipelineConfig, load_config
-from arcore.errors import ArpipeError, ConfigError
+from arcore.errors import ArpipeError, ConfigError, GateFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train and compare autoregressive language models, from raw text to generated text.")
@@ -60,6 +61,8 @@ def execute(cfg: PipelineConfig, json_out: bool, **mode) -> None:
 
     try:
         summary = pipeline(config=cfg, **mode)
+    except GateFailed as e:
+        raise fail(str(e), 3)
     except ArpipeError as e:
         raise fail(str(e), 1)
     except KeyboardInterrupt:

@@ -1,13 +1,15 @@
-"""The pipeline flow: ingest -> ... , one Prefect task and one MLflow child run per stage.
+"""The pipeline flow: ingest -> tokenizer -> shards -> models -> evaluate -> register.
 
 Reads like a table of contents: for each stage in ``flows.stages.STAGES``, build its context (key from
 config and upstream digests), run its task (Prefect returns the cached result when the key's output is
-complete), and record it under the pipeline's MLflow parent run.
+complete), and record it under the pipeline's MLflow parent run. Then the newly trained models are
+registered and the ``champion`` alias moves if they win (``tasks/register.py``).
 
 Modes
 - default: every stage, each reused when its output for the current config exists (``cached``)
 - ``rerun_from=STAGE``: STAGE and every later stage are recomputed, earlier ones reused
 - ``only=STAGE``: exactly STAGE is recomputed, on the latest committed outputs of its upstream stages
+  (no registration: the run does not cover the data and tokenizer the registry tags need)
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
 from arcore.config import PipelineConfig
+from arcore.errors import GateFailed
 from arcore.generate import export_bundle
 from arcore.runs import record_run
 from arcore.stage import require_latest
 from flows.logs import quiet_user_errors
-from flows.stages import STAGE_NAMES, STAGES, get_stage, make_context
+from flows.stages import STAGE_NAMES, STAGES, Stage, get_stage, make_context
 from tasks.contract import StageRef, StageResult
+from tasks.register import register
 from tasks.tracking import Tracker
 
 
@@ -49,49 +53,58 @@ def pipeline(
     mode = f"only:{only}" if only else f"from:{rerun_from}" if rerun_from else "run"
     parent = tracker.start_pipeline_run(config, flow_run_id, flow_run_name, mode)
     results: list[dict] = []
+    decisions: list[dict] = []
     try:
         refs: dict[str, StageRef] = {}
         force_from = STAGE_NAMES.index(rerun_from) if rerun_from else len(STAGES)
         for i, stage in enumerate(STAGES):
             if only and stage.name != only:
                 continue
-            upstream = (
-                {u: _latest_ref(config, u) for u in stage.upstream}
-                if only else {u: refs[u] for u in stage.upstream}
-            )
-            child = tracker.start_stage_run(parent, stage.name, config.section(stage.name))
-            ctx = make_context(
-                stage, config, upstream, force=bool(only) or i >= force_from,
-                mlflow_run_id=child, flow_run_id=flow_run_id,
-            )
-            t0 = time.perf_counter()
-            state = stage.task(ctx, return_state=True)
-            if state.is_failed():
-                results.append({"stage": stage.name, "state": "failed", "seconds": time.perf_counter() - t0,
-                                "output_dir": str(ctx.dir.path), "metrics": {}})
-                state.result()  # raises the stage's exception
-            result: StageResult = state.result()
-            cached = state.name == "Cached" or result.state == "cached"
-            result = result.model_copy(update={"state": "cached" if cached else "completed",
-                                               "seconds": time.perf_counter() - t0})
-            if stage.exports and not cached:
-                _log_generators(tracker, child, stage.exports, upstream, result)
-            tracker.finish_stage_run(child, result, cached=cached)
+            upstream = {u: _latest_ref(config, u) if only else refs[u] for u in stage.upstream}
+            result = _run_stage(stage, config, tracker, parent, upstream, results,
+                                force=bool(only) or i >= force_from, flow_run_id=flow_run_id)
             refs[stage.name] = result.ref()
-            results.append({"stage": result.stage, "state": result.state, "seconds": round(result.seconds, 3),
-                            "output_dir": result.output_dir, "metrics": result.metrics,
-                            "mlflow_run_id": child})
+        if config.registry.enabled and not only:
+            decisions = register(config.registry, tracker, parent, results,
+                                 {name: refs[name].digest for name in ("ingest", "tokenizer")}, refs["ingest"].path)
     except (KeyboardInterrupt, TerminationSignal, SystemExit):
         tracker.end_open_runs("KILLED")
         raise
     except BaseException:
         tracker.end_open_runs("FAILED")
         raise
-    tracker.end_run(parent, "FINISHED")
-    summary = {"flow_run_id": flow_run_id, "mlflow_run_id": parent, "stages": results}
+    summary = {"flow_run_id": flow_run_id, "mlflow_run_id": parent, "stages": results, "registry": decisions}
+    gate = [d for d in decisions if d["gate_failed"]]
+    tracker.client.set_tag(parent, "arpipe.gate", "failed" if gate else "passed")
+    tracker.end_run(parent, "FAILED" if gate else "FINISHED")
     record_run(config.work_dir, summary, mode)
     _publish(tracker, parent, summary)
+    if gate:
+        raise GateFailed("evaluation gate failed: " + "; ".join(f"{d['model']}: {d['reason']}" for d in gate))
     return summary
+
+
+def _run_stage(stage: Stage, config: PipelineConfig, tracker: Tracker, parent: str, upstream: dict[str, StageRef],
+               results: list[dict], *, force: bool, flow_run_id: Optional[str]) -> StageResult:
+    """One stage: its MLflow child run, its task (cached or computed), its models, its summary row."""
+    child = tracker.start_stage_run(parent, stage.name, config.section(stage.name))
+    ctx = make_context(stage, config, upstream, force=force, mlflow_run_id=child, flow_run_id=flow_run_id)
+    t0 = time.perf_counter()
+    state = stage.task(ctx, return_state=True)
+    if state.is_failed():
+        results.append({"stage": stage.name, "state": "failed", "seconds": time.perf_counter() - t0,
+                        "output_dir": str(ctx.dir.path), "metrics": {}, "mlflow_run_id": child})
+        state.result()  # raises the stage's exception
+    result: StageResult = state.result()
+    cached = state.name == "Cached" or result.state == "cached"
+    result = result.model_copy(update={"state": "cached" if cached else "completed",
+                                       "seconds": time.perf_counter() - t0})
+    if stage.exports and not cached:
+        _log_generators(tracker, child, stage.exports, upstream, result)
+    tracker.finish_stage_run(child, result, cached=cached)
+    results.append({"stage": result.stage, "state": result.state, "seconds": round(result.seconds, 3),
+                    "output_dir": result.output_dir, "metrics": result.metrics, "mlflow_run_id": child})
+    return result
 
 
 def _log_generators(tracker: Tracker, run_id: str, names: tuple[str, ...], upstream: dict[str, StageRef],
@@ -99,7 +112,7 @@ def _log_generators(tracker: Tracker, run_id: str, names: tuple[str, ...], upstr
     with tempfile.TemporaryDirectory(prefix="arpipe-bundle-") as tmp:
         for name in names:
             bundle = export_bundle(name, Path(upstream["tokenizer"].path), {result.stage: Path(result.output_dir)},
-                                   Path(tmp) / name)
+                                   Path(tmp) / name / "bundle")  # pyfunc keeps the basename: artifacts/bundle
             tracker.log_generator(run_id, name, bundle)
 
 
@@ -114,10 +127,14 @@ def _publish(tracker: Tracker, parent: str, summary: dict) -> None:
     rows = "\n".join(
         f"| {s['stage']} | {s['state']} | {s['seconds']:.2f} | `{s['output_dir']}` |" for s in summary["stages"]
     )
-    create_markdown_artifact(
-        key="run-summary",
-        markdown=f"# arpipe run\n\nMLflow: [{parent}]({url})\n\n| stage | state | seconds | output |\n"
-        f"|---|---|---|---|\n{rows}\n",
-        description="stages, states and outputs of this run",
-    )
+    markdown = (f"# arpipe run\n\nMLflow: [{parent}]({url})\n\n| stage | state | seconds | output |\n"
+                f"|---|---|---|---|\n{rows}\n")
+    if summary["registry"]:
+        markdown += "\n## Model registry\n\n| model | version | promoted | candidate valid bpb | champion valid bpb | why |\n|---|---|---|---|---|---|\n"
+        for d in summary["registry"]:
+            champion = "-" if d["champion_valid_bpb"] is None else f"{d['champion_valid_bpb']:.4f} (v{d['champion_version']})"
+            markdown += (f"| {d['model']} | {d['version']} | {'yes' if d['promoted'] else 'no'} | "
+                         f"{d['candidate_valid_bpb']:.4f} | {champion} | {d['reason']} |\n")
+        tracker.log_text(parent, markdown, "summary.md")
+    create_markdown_artifact(key="run-summary", markdown=markdown, description="stages, states, outputs, promotion")
     get_run_logger().info("MLflow run %s: %s", parent, url)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import mlflow.models
 import mlflow.pyfunc
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
@@ -73,3 +74,7 @@ class TextGenerator(mlflow.pyfunc.PythonModel):
         prompts = [str(p) for p in model_input["prompt"]]
         texts = [generate_text(self.model, self.tok, prompt, cfg)[0] for prompt in prompts]
         return pd.DataFrame({"prompt": prompts, "text": texts})
+
+
+# Models from code: MLflow loads this file (not a pickle) and takes the model set here.
+mlflow.models.set_model(TextGenerator())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -122,12 +123,13 @@ class Tracker:
 
         import mlflow.pyfunc
 
-        from tasks.pyfunc import SIGNATURE, TextGenerator, requirements
+        from tasks.pyfunc import SIGNATURE, requirements
 
-        with tempfile.TemporaryDirectory(prefix="arpipe-pyfunc-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="arpipe-pyfunc-") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "add type hints" / "no input example" advice
             path = Path(tmp) / name
             mlflow.pyfunc.save_model(
-                path, python_model=TextGenerator(), artifacts={"bundle": str(bundle_dir)},
+                path, python_model=str(Path(__file__).with_name("pyfunc.py")), artifacts={"bundle": str(bundle_dir)},
                 signature=SIGNATURE, code_paths=[str(Path(__file__).resolve().parents[1] / "arcore")],
                 pip_requirements=requirements(),
             )
@@ -135,6 +137,40 @@ class Tracker:
         uri = f"runs:/{run_id}/{name}"
         self.client.set_tag(run_id, f"arpipe.model.{name}", uri)
         return uri
+
+    # --- model registry -------------------------------------------------------------------------
+
+    def register_version(self, name: str, run_id: str, artifact: str, tags: Mapping[str, str]) -> str:
+        """A new version of registered model ``name`` from the run's artifact ``artifact``."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name, description="arpipe generation model (pyfunc)")
+        source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact}"
+        mv = self.client.create_model_version(name, source, run_id=run_id, tags=dict(tags))
+        return str(mv.version)
+
+    def version_by_alias(self, name: str, alias: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+    def tag_version(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_model_version_tag(name, version, k, v)
+
+    def download_bundle(self, run_id: str, artifact: str, dst: Path) -> Path:
+        """The arcore bundle inside a logged generation pyfunc (``<artifact>/artifacts/bundle``)."""
+        local = self.client.download_artifacts(run_id, f"{artifact}/artifacts/bundle", str(dst))
+        return Path(local)
 
     def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
