@@ -23,13 +23,14 @@ from arcore.compare import EvaluateConfig
 from arcore.ingest.config import IngestConfig
 from arcore.ngram.fit import NGramConfig
 from arcore.promotion import RegistryConfig
+from arcore.rnn.config import RNNConfig
 from arcore.shards.config import ShardsConfig
 from arcore.tokenize.config import TokenizerConfig
 
 
 class TrackingConfig(BaseModel):
-    """Where runs are recorded. ``uri`` None means a SQLite store ``mlflow.db`` in the working
-    directory (MLflow's own default); ``http://...`` talks to an MLflow server."""
+    """Where runs are recorded. ``uri`` None means ``$MLFLOW_TRACKING_URI`` if set, else a SQLite store
+    ``mlflow.db`` in the working directory (MLflow's own default); ``http://...`` talks to a server."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,6 +52,7 @@ class PipelineConfig(BaseModel):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     ngram: NGramConfig = Field(default_factory=NGramConfig)
+    rnn: RNNConfig = Field(default_factory=RNNConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 

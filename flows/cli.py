@@ -3,9 +3,12 @@
     arpipe run [--from STAGE]        the whole pipeline; --from recomputes STAGE and what follows
     arpipe stage NAME                recompute exactly one stage on the latest upstream outputs
     arpipe status                    per stage: is its output for this config there, and where
+    arpipe serve --cron EXPR         serve the pipeline on a schedule (needs a Prefect server)
+    arpipe gc --keep N               remove stage outputs the last N runs do not need
     arpipe generate --model M        continue a prompt with a trained model and a decoder
     arpipe score FILE --model M      perplexity and bits per byte of a text under a model
     arpipe ngram estimate|score      KenLM-style n-gram tools on whitespace-tokenized text
+    arpipe toy binary-addition       the lecture's Elman RNN adding binary numbers, logged to MLflow
 
 All take ``--config FILE`` (TOML or YAML) and repeatable ``--set section.key=value``; ``--json`` prints
 one machine-readable summary on stdout at the end. Exit codes: 0 success, 1 a stage or the tracking
@@ -131,10 +134,15 @@ def status(config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, json_ou
 def _mount_subcommands() -> None:
     from flows.cli_generate import generate_command, score_command
     from flows.cli_ngram import app as ngram_app
+    from flows.cli_ops import gc_command, serve_command
+    from flows.cli_toy import app as toy_app
 
+    app.command("serve")(serve_command)
+    app.command("gc")(gc_command)
     app.command("generate")(generate_command)
     app.command("score")(score_command)
     app.add_typer(ngram_app, name="ngram", help="KenLM-style n-gram estimation and scoring on plain text")
+    app.add_typer(toy_app, name="toy", help="the lecture's toy problems (binary addition with an Elman RNN)")
 
 
 _mount_subcommands()

@@ -12,8 +12,8 @@ Modes
   (no registration: the run does not cover the data and tokenizer the registry tags need)
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: Prefect builds the flow's parameter schema (the UI form)
+# and served runs rebuild it from the real annotation objects.
 import tempfile
 import time
 from pathlib import Path

@@ -18,6 +18,7 @@ from tasks.contract import StageContext, StageRef
 from tasks.evaluate import evaluate
 from tasks.ingest import ingest
 from tasks.ngram import ngram
+from tasks.rnn import rnn
 from tasks.shards import shards
 from tasks.tokenizer import tokenizer
 
@@ -42,7 +43,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("tokenizer", tokenizer, upstream=("ingest",)),
     Stage("shards", shards, upstream=("ingest", "tokenizer")),
     Stage("ngram", ngram, upstream=("tokenizer", "shards"), exports=("histogram", "ngram")),
-    Stage("evaluate", evaluate, upstream=("tokenizer", "shards", "ngram")),
+    Stage("rnn", rnn, upstream=("tokenizer", "shards"), exports=("rnn",)),
+    Stage("evaluate", evaluate, upstream=("tokenizer", "shards", "ngram", "rnn")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -65,7 +67,7 @@ def make_context(stage: Stage, cfg: PipelineConfig, upstream: dict[str, StageRef
     key = stage_key(stage.name, section, digests)
     return StageContext(
         stage=stage.name, key=key, work_dir=str(Path(cfg.work_dir).resolve()), config=section,
-        upstream=upstream, upstream_digests=digests, **extra,
+        upstream=upstream, upstream_digests=digests, tracking=cfg.tracking.model_dump(mode="json"), **extra,
     )
 
 

@@ -37,6 +37,7 @@ class StageContext(BaseModel):
     force: bool = False
     mlflow_run_id: Optional[str] = None
     flow_run_id: Optional[str] = None
+    tracking: dict[str, Any] = {}  # the tracking section, for stages that log while they run
 
     @property
     def dir(self) -> StageDir:

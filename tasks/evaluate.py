@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from arcore.compare import EvaluateConfig, build_evaluation
 from arcore.ngram.stage import load_models as load_ngram_models
+from arcore.rnn.stage import load_rnn
 from arcore.tokenize.store import load_tokenizer
 from tasks.contract import StageContext, StageResult, run_stage, stage_cache_key
 
@@ -23,6 +24,7 @@ def evaluate(ctx: StageContext) -> StageResult:
 
     def compute(out_dir, progress):
         models = load_ngram_models(ctx.upstream_path("ngram"), tok)
+        models["rnn"] = load_rnn(ctx.upstream_path("rnn"), tok)
         return build_evaluation(cfg, tok, shards_dir, models, out_dir, progress)
 
     result = run_stage(ctx, compute)

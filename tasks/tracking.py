@@ -44,10 +44,12 @@ class Tracker:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.request_max_retries)
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.request_timeout_s)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        # MLflow prints "View run ... at ..." on stdout for server URIs: it would break `--json` output.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow.tracking import MlflowClient
 
         self.cfg = cfg
-        self.uri = cfg.uri or DEFAULT_URI
+        self.uri = cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
         self.client = MlflowClient(tracking_uri=self.uri)
         self.open_runs: list[str] = []
         self._experiment_id: Optional[str] = None
@@ -109,8 +111,9 @@ class Tracker:
                 rows = json.loads((out / name).read_text())
                 columns = {k: [r.get(k) for r in rows] for k in (rows[0] if rows else {})}
                 self.client.log_table(run_id, data=columns, artifact_file=name.replace(".table", ""))
-            else:
-                self.client.log_artifact(run_id, str(out / name))
+            else:  # keep the stage's layout: model/config.json stays under model/
+                folder = Path(name).parent.as_posix()
+                self.client.log_artifact(run_id, str(out / name), artifact_path=None if folder == "." else folder)
         self.end_run(run_id, "FINISHED")
 
     def log_generator(self, run_id: str, name: str, bundle_dir: Path) -> str:
@@ -137,6 +140,14 @@ class Tracker:
         uri = f"runs:/{run_id}/{name}"
         self.client.set_tag(run_id, f"arpipe.model.{name}", uri)
         return uri
+
+    def record_run(self, name: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> str:
+        """A standalone finished run (toy experiments): params, metrics, done."""
+        run_id = self._start(name, {"arpipe.kind": "toy"})
+        self.log_params(run_id, flatten(params))
+        self.log_metrics(run_id, metrics)
+        self.end_run(run_id, "FINISHED")
+        return run_id
 
     # --- model registry -------------------------------------------------------------------------
 
@@ -215,3 +226,32 @@ def git_commit() -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
+
+
+class MetricBuffer:
+    """Collects ``(step, metrics)`` from a training loop and logs them in batches (one request per
+    ``every`` steps), so per-step logging does not slow training. A None tracker drops everything."""
+
+    def __init__(self, tracker: Optional[Tracker], run_id: Optional[str], every: int = 50, prefix: str = ""):
+        self.tracker, self.run_id, self.every, self.prefix = tracker, run_id, every, prefix
+        self.pending: list = []
+
+    def add(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self.tracker is None or self.run_id is None:
+            return
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.pending += [Metric(self.prefix + k, float(v), now, int(step)) for k, v in metrics.items()
+                         if isinstance(v, (int, float)) and math.isfinite(float(v))]
+        if len(self.pending) >= self.every * max(1, len(metrics)):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending and self.tracker is not None:
+            for i in range(0, len(self.pending), 500):
+                self.tracker.client.log_batch(self.run_id, metrics=self.pending[i : i + 500])
+            self.pending = []

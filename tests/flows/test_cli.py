@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.stages import STAGE_NAMES
-from tests.conftest import write_corpus
+from tests.conftest import FAST, write_corpus
 
 ARPIPE = [sys.executable, "-m", "flows.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def cli(prefect_harness, tmp_path, mlflow_uri):
     corpus = write_corpus(tmp_path / "corpus.txt")
     env = {**os.environ, "PREFECT_API_URL": prefect_harness}
-    base = [f"--set=work_dir={tmp_path / 'work'}", f"--set=tracking.uri={mlflow_uri}", f"--set=ingest.inputs=[{corpus}]"]
+    base = [f"--set=work_dir={tmp_path / 'work'}", f"--set=tracking.uri={mlflow_uri}", f"--set=ingest.inputs=[{corpus}]",
+            *(f"--set={s}" for s in FAST)]
 
     def run(*args, check_rc=0):
         cmd, rest = args[0], list(args[1:])

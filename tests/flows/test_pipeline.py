@@ -15,7 +15,7 @@ from arcore.config import load_config
 from flows.pipeline import pipeline
 from flows.stages import STAGE_NAMES
 from tasks.tracking import TrackingUnavailable
-from tests.conftest import write_corpus
+from tests.conftest import FAST, write_corpus
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def cfg_for(tmp_path, mlflow_uri):
     def make(*sets):
         return load_config(overrides=[
             f"work_dir={tmp_path / 'work'}", f"tracking.uri={mlflow_uri}", f"ingest.inputs=[{corpus}]",
-            "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1", *sets,
+            "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1", *FAST, *sets,
         ])
 
     make.corpus = corpus
@@ -65,6 +65,15 @@ def test_run_rerun_cached_and_selective(prefect_harness, cfg_for, mlflow_uri):
         a.path for a in client.list_artifacts(evaluate_run.info.run_id)}
     bpb = {k.split(".")[0]: v for k, v in evaluate_run.data.metrics.items() if k.endswith(".test.bits_per_byte")}
     assert bpb["ngram-kneser-ney"] < bpb["histogram"] < bpb["ngram-laplace"]
+
+    rnn_run = children["rnn"]
+    steps = int(rnn_run.data.metrics["steps"])
+    assert len(client.get_metric_history(rnn_run.info.run_id, "loss")) == steps > 0
+    assert len(client.get_metric_history(rnn_run.info.run_id, "epoch.valid_loss")) == 1
+    assert {"history.json", "gradient_norms.png", "manifest.json"} <= {
+        a.path for a in client.list_artifacts(rnn_run.info.run_id)}
+    assert {"model/config.json", "model/model.pt"} <= {a.path for a in client.list_artifacts(rnn_run.info.run_id, "model")}
+    assert rnn_run.data.tags["arpipe.model.rnn"] == f"runs:/{rnn_run.info.run_id}/rnn"
 
     second = pipeline(config=cfg)
     assert states(second) == {name: "cached" for name in STAGE_NAMES}

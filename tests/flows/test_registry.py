@@ -10,7 +10,7 @@ from arcore.config import load_config
 from arcore.errors import GateFailed
 from flows.cli import app
 from flows.pipeline import pipeline
-from tests.conftest import write_corpus
+from tests.conftest import FAST, write_corpus
 
 
 @pytest.fixture
@@ -20,8 +20,7 @@ def cfg_for(tmp_path, mlflow_uri):
     def make(*sets):
         return load_config(overrides=[
             f"work_dir={tmp_path / 'work'}", f"tracking.uri={mlflow_uri}", f"ingest.inputs=[{corpus}]",
-            "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1", "tokenizer.vocab_size=400",
-            "registry.families=[ngram]", *sets,
+            "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1", *FAST, "registry.families=[ngram]", *sets,
         ])
 
     return make

@@ -1,0 +1,191 @@
+"""Resumable training checkpoints and the final model on disk, written atomically, read without pickle.
+
+Two kinds of file:
+
+- ``checkpoint.pt``: everything needed to continue a run exactly where it stopped: model and optimizer
+  state dicts, the learning-rate schedule state, the hidden state carried between BPTT windows, the RNG
+  states of torch (CPU and CUDA), numpy and python, the data position (epoch, next window, step), and a
+  sha256 of the token ids trained on (a relaunch on changed shards is refused).
+  Relaunching from it on CPU reproduces an uninterrupted run bit for bit (tests/arcore/test_rnn_resume.py).
+- a model directory: ``model.pt`` (the state dict) and ``config.json`` (the resolved ``RNNConfig``, the
+  vocabulary size, the format tag): what evaluation, decoding and MLflow need. Not ``torch.export``, which
+  would freeze the sequence length.
+
+Both are written with ``torch.save`` to a temporary name in the same directory, fsynced, then
+``os.replace``d, so a crash leaves either the old file or the new one. Both are read with
+``torch.load(..., weights_only=True)``: tensors, numbers, strings, lists, tuples and dicts only, so a
+hostile file cannot run code. numpy's RNG state is therefore stored as a tensor, never as an array object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from arcore.errors import StageError
+from arcore.rnn.config import RNNConfig
+from arcore.rnn.model import RNNModel
+
+CHECKPOINT_FORMAT = "arpipe-rnn-checkpoint-v1"
+MODEL_FORMAT = "arpipe-rnn-model-v1"
+CHECKPOINT_NAME = "checkpoint.pt"
+# Settings a relaunch may change without invalidating the checkpoint (train longer, checkpoint more often).
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "checkpoint_every", "device"})
+MODEL_WEIGHTS = "model.pt"
+MODEL_CONFIG = "config.json"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file in the same directory (crash-safe)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def safe_torch_load(path: Path, what: str) -> Any:
+    """``torch.load(weights_only=True)`` on CPU, turning any unreadable file into a one-line StageError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise StageError(f"{what} {path} does not exist") from None
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, zip errors...
+        raise StageError(
+            f"{what} {path} is corrupt or not an arpipe file ({type(exc).__name__}); "
+            f"delete it and rerun to start from scratch"
+        ) from None
+
+
+def capture_rng_state() -> dict:
+    """RNG states of python, numpy (legacy global generator) and torch, as weights_only-loadable values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    npst = state["numpy"]
+    np.random.set_state(
+        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict, fmt: str = CHECKPOINT_FORMAT) -> None:
+    """Write a training checkpoint; ``payload`` is built by the trainer (see module docstring)."""
+    atomic_torch_save({"format": fmt, **payload}, path)
+
+
+def load_checkpoint(path: Path, cfg: RNNConfig, vocab_size: int, *, fmt: str = CHECKPOINT_FORMAT,
+                    section: str = "rnn") -> dict:
+    """Read a checkpoint and check it belongs to this run (format ``fmt``, same config and vocabulary).
+
+    ``cfg`` may be any frozen pydantic config (``RNNConfig``, ``TransformerConfig``): the saved one is
+    re-read with ``type(cfg)`` and compared field by field.
+    """
+    ckpt = safe_torch_load(path, "checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise StageError(f"checkpoint {path} is not an arpipe {section} checkpoint; delete it to start afresh")
+    if ckpt["vocab_size"] != vocab_size:
+        raise StageError(
+            f"checkpoint {path} was trained with a vocabulary of {ckpt['vocab_size']} tokens but the shards "
+            f"use {vocab_size}; delete the checkpoint or rebuild with the matching tokenizer"
+        )
+    saved = type(cfg).model_validate_json(ckpt["config"])
+    diff = sorted(
+        k for k in type(cfg).model_fields if k not in RESUMABLE_CHANGES and getattr(saved, k) != getattr(cfg, k)
+    )
+    if diff:
+        raise StageError(
+            f"checkpoint {path} was written with a different {section} config ({', '.join(diff)} differ); "
+            f"delete it to start afresh or restore those settings"
+        )
+    return ckpt
+
+
+def save_model(model_dir: Path, model: RNNModel, extra: dict | None = None) -> None:
+    """Write ``model.pt`` (state dict) and ``config.json`` into ``model_dir`` (created if missing)."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    atomic_torch_save(state, model_dir / MODEL_WEIGHTS)
+    meta = {
+        "format": MODEL_FORMAT,
+        "vocab_size": _unwrap(model).vocab_size,
+        "rnn": _unwrap(model).cfg.model_dump(mode="json"),
+        **(extra or {}),
+    }
+    atomic_write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", model_dir / MODEL_CONFIG)
+
+
+def load_model(model_dir: Path, *, vocab_size: int | None = None, device: str = "cpu") -> RNNModel:
+    """Rebuild the model saved by ``save_model``; refuse a vocabulary size other than ``vocab_size``."""
+    model_dir = Path(model_dir)
+    try:
+        meta = json.loads((model_dir / MODEL_CONFIG).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{model_dir / MODEL_CONFIG} does not exist; is {model_dir} an rnn model directory?") from None
+    except json.JSONDecodeError as exc:
+        raise StageError(f"{model_dir / MODEL_CONFIG} is not valid JSON ({exc.msg}); retrain the model") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise StageError(f"{model_dir / MODEL_CONFIG} is not an arpipe RNN model config")
+    if vocab_size is not None and meta["vocab_size"] != vocab_size:
+        raise StageError(
+            f"model in {model_dir} has a vocabulary of {meta['vocab_size']} tokens but the data use "
+            f"{vocab_size}; use the tokenizer the model was trained with"
+        )
+    cfg = RNNConfig.model_validate(meta["rnn"])
+    model = RNNModel(cfg, meta["vocab_size"])
+    state = safe_torch_load(model_dir / MODEL_WEIGHTS, "model weights")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise StageError(f"model weights in {model_dir} do not match its config.json ({exc!s:.120}); retrain") from None
+    return model.to(device).eval()
+
+
+def _unwrap(model: torch.nn.Module) -> RNNModel:
+    """The bare model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)

@@ -1,0 +1,60 @@
+"""``arpipe toy ...``: the lecture's toy problems, runnable from the command line.
+
+The lead mounts ``app`` as ``arpipe toy`` (and logs the returned metrics to MLflow there); each command
+calls one ``arcore`` function that returns a results dict and prints it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from arcore.rnn.toy_addition import AdditionConfig, run_binary_addition
+
+app = typer.Typer(help="Toy problems from the lecture.", no_args_is_help=True)
+
+
+@app.callback()
+def toy() -> None:
+    """Toy problems from the lecture (a callback keeps subcommands even while there is only one)."""
+
+
+@app.command("binary-addition")
+def binary_addition(
+    steps: int = typer.Option(AdditionConfig().steps, help="training steps (batches of random 8-bit pairs)"),
+    seed: int = typer.Option(AdditionConfig().seed, help="random seed"),
+    eval_samples: int = typer.Option(AdditionConfig().eval_samples, help="test pairs per bit width"),
+    track: bool = typer.Option(True, help="log params and metrics to MLflow (experiment 'arpipe-toys')"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False, help="for tracking.uri"),
+    set_: list[str] = typer.Option([], "--set"),
+) -> dict:
+    """Train an Elman RNN (2x16, 16x16, 16x1) to add 8-bit numbers; test it on 8 to 64 bits."""
+    from flows.cli import fail, prepare
+
+    cfg = prepare(config, set_)
+    toy_cfg = AdditionConfig(steps=steps, seed=seed, eval_samples=eval_samples)
+    tracker = None
+    if track:
+        from arcore.errors import ArpipeError
+        from tasks.tracking import Tracker
+
+        tracker = Tracker(cfg.tracking.model_copy(update={"experiment": "arpipe-toys"}))
+        try:
+            tracker.check()
+        except ArpipeError as e:
+            raise fail(str(e), 1)
+    result = run_binary_addition(toy_cfg)
+    metrics = result.as_dict()
+    if tracker is not None:
+        metrics["mlflow_run_id"] = tracker.record_run(
+            "binary-addition", toy_cfg.model_dump(mode="json"),
+            {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    typer.echo(json.dumps(metrics, indent=2))
+    return metrics
+
+
+if __name__ == "__main__":
+    app()
