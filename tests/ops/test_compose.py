@@ -1,0 +1,112 @@
+"""The self-hosted stack's files: docker-compose.yml, Dockerfile, .env.example, .dockerignore.
+
+The docker engine is not needed: the compose file is checked structurally with PyYAML (services,
+loopback-only ports, healthchecks, restart policies, database URLs, volumes, variables), and with
+``docker compose config`` as well where the compose plugin is installed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.ops.conftest import ROOT
+
+SERVICES = {"postgres", "prefect-server", "mlflow", "worker"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def command_text(service: dict) -> str:
+    cmd = service.get("command", "")
+    return " ".join(cmd) if isinstance(cmd, list) else cmd
+
+
+def test_services_healthchecks_restart_and_loopback_ports(compose):
+    services = compose["services"]
+    assert set(services) == SERVICES
+    for name, svc in services.items():
+        assert svc.get("restart") in {"unless-stopped", "always"}, name
+        assert svc["healthcheck"]["test"], name
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    assert "ports" not in services["postgres"]  # reachable from the other services only
+    published = {svc: [p.rsplit(":", 1)[1] for p in services[svc].get("ports", [])] for svc in services}
+    assert published["prefect-server"] == ["4200"] and published["mlflow"] == ["5000"]
+    assert "/api/health" in " ".join(services["prefect-server"]["healthcheck"]["test"])
+    assert "/health" in " ".join(services["mlflow"]["healthcheck"]["test"])
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+
+
+def test_servers_use_postgres_and_start_after_it_is_healthy(compose):
+    s = compose["services"]
+    assert s["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(
+        "postgresql+asyncpg://")
+    assert "@postgres:5432/prefect" in s["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    mlflow = command_text(s["mlflow"])
+    assert re.search(r'--backend-store-uri "?postgresql://\S+@postgres:5432/mlflow', mlflow)
+    assert "--serve-artifacts" in mlflow
+    destination = re.search(r"--artifacts-destination (\S+)", mlflow).group(1)
+    assert f"mlartifacts:{destination}" in s["mlflow"]["volumes"]  # a named volume, served by the server
+    for name in ("prefect-server", "mlflow"):
+        assert s[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert {dep: c["condition"] for dep, c in s["worker"]["depends_on"].items()} == {
+        "prefect-server": "service_healthy", "mlflow": "service_healthy"}
+    init = [v for v in s["postgres"]["volumes"] if "docker-entrypoint-initdb.d" in v]
+    assert init and "pg_trgm" in (ROOT / init[0].split(":")[0]).read_text()
+    assert set(compose["volumes"]) == {"pgdata", "mlartifacts", "work"}
+
+
+def test_worker_runs_this_projects_flows_on_a_process_pool(compose):
+    worker = compose["services"]["worker"]
+    cmd = command_text(worker)
+    assert "prefect worker start" in cmd and "--type process" in cmd and "--pool" in cmd
+    assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert worker["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert worker["build"]["dockerfile"] == "Dockerfile" and worker["working_dir"] == "/app"
+    pool = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"][0]["work_pool"]["name"]
+    assert "${PREFECT_WORK_POOL:-" + pool + "}" in cmd
+
+
+def test_env_example_names_every_variable_and_holds_no_secret(compose):
+    text = (ROOT / "docker-compose.yml").read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z_]+)", text))
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert used <= set(example), f"missing from .env.example: {used - set(example)}"
+    assert "change-me" in example["POSTGRES_PASSWORD"]
+    # the password has no default in compose: `up` refuses to start without a .env
+    assert "POSTGRES_PASSWORD:?" in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", ".venv", "work", "mlruns", ".git"} <= set(ignored)
+
+
+def test_dockerfile_installs_pinned_project_with_cpu_torch():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert re.search(r"pip install .*-c constraints\.txt \.", text)
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
+    for path in ("arcore", "tasks", "flows", "prefect.yaml"):
+        assert re.search(rf"^COPY {re.escape(path)} ", text, re.M), path
+    assert re.search(r"^USER \w+", text, re.M)  # servers do not run as root
+
+
+def compose_plugin() -> bool:
+    if not shutil.which("docker"):
+        return False
+    p = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    return p.returncode == 0
+
+
+@pytest.mark.skipif(not compose_plugin(), reason="the docker compose plugin is not installed")
+def test_docker_compose_config_validates():
+    p = subprocess.run(["docker", "compose", "--env-file", ".env.example", "config", "--quiet"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr

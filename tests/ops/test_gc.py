@@ -1,0 +1,77 @@
+"""``arpipe gc --keep 1`` after three real pipeline runs: the last run's outputs survive and stay cached.
+
+Runs (same corpus):  A = order 3;  B = A with tokenizer.vocab_size=300;  C = A with ngram.order=2.
+C reuses A's ingest, tokenizer and shards; B's tokenizer and shards remain each stage's LATEST (B
+committed them after A), so they are kept too, with ingest as their upstream. A's and B's ngram and
+evaluate outputs, and their Prefect results, are removed. (A runs twice: Prefect persists a stage's
+result under its cache key only once the output exists, i.e. from its first cached use on.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from arcore.config import load_config
+from flows.cli_ops import gc_command
+from flows.ops import prefect_result_storage
+from flows.pipeline import pipeline
+from flows.stages import STAGE_NAMES
+from tests.conftest import write_corpus
+
+
+def outputs(summary) -> dict[str, Path]:
+    return {s["stage"]: Path(s["output_dir"]) for s in summary["stages"]}
+
+
+def results_of(storage: Path, out: Path) -> list[Path]:
+    return list(storage.glob(f"arpipe-{out.parent.name}-{out.name}-*"))
+
+
+def test_gc_keeps_last_run_and_latest(prefect_harness, tmp_path, mlflow_uri):
+    corpus = write_corpus(tmp_path / "corpus" / "a.txt", n_paragraphs=150)
+    base = [f"work_dir={tmp_path / 'work'}", f"tracking.uri={mlflow_uri}", f"ingest.inputs=[{corpus}]",
+            "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1", "ngram.order=3"]
+    a = outputs(pipeline(config=load_config(overrides=base)))
+    # Prefect persists a stage's result under the stage's cache key once that output exists, i.e. on
+    # its first cached use: run A twice so A's n-gram output has a Prefect result for gc to remove
+    assert outputs(pipeline(config=load_config(overrides=base))) == a
+    b = outputs(pipeline(config=load_config(overrides=[*base, "tokenizer.vocab_size=300"])))
+    cfg_c = load_config(overrides=[*base, "ngram.order=2"])
+    c = outputs(pipeline(config=cfg_c))
+    assert c["tokenizer"] == a["tokenizer"] != b["tokenizer"] and c["ngram"] != a["ngram"]
+    storage = prefect_result_storage()
+    assert results_of(storage, a["ngram"]) and results_of(storage, a["evaluate"])
+    assert results_of(storage, c["tokenizer"])
+
+    app = typer.Typer()
+    app.command("gc")(gc_command)
+    app.command("noop")(lambda: None)  # two commands, so "gc" is a subcommand as in `arpipe gc`
+    sets = [f"--set={s}" for s in base]
+    dry = CliRunner().invoke(app, ["gc", "--keep", "1", "--dry-run", "--json", *sets])
+    assert dry.exit_code == 0, dry.output
+    planned = {Path(r["path"]) for r in json.loads(dry.output)["remove"] if r["kind"] == "output"}
+    assert planned == {a["ngram"], a["evaluate"], b["ngram"], b["evaluate"]}
+    assert all(p.is_dir() for p in planned)  # dry run removed nothing
+
+    done = CliRunner().invoke(app, ["gc", "--keep", "1", *sets])
+    assert done.exit_code == 0, done.output
+    assert "removed" in done.output.splitlines()[-1]
+    assert not any(p.exists() for p in planned)
+    for stage, out in c.items():
+        assert (out / "manifest.json").is_file(), stage
+    assert (b["tokenizer"] / "manifest.json").is_file() and (b["shards"] / "manifest.json").is_file()
+    assert not results_of(storage, a["ngram"]) and not results_of(storage, a["evaluate"])
+    assert results_of(storage, c["tokenizer"]) and results_of(storage, c["shards"])
+    assert len(list((tmp_path / "work" / "runs").glob("*.json"))) == 4  # history stays
+
+    again = pipeline(config=cfg_c)
+    assert {s["stage"]: s["state"] for s in again["stages"]} == {n: "cached" for n in STAGE_NAMES}
+    assert outputs(again) == c
+    assert results_of(storage, c["ngram"])  # its first cached use persisted it
+
+    bad = CliRunner().invoke(app, ["gc", "--keep", "0", *sets])
+    assert bad.exit_code == 2 and "error: gc --keep 0: keep at least 1 run" in bad.output

@@ -1,0 +1,69 @@
+"""``arpipe run`` against a real ``mlflow server`` (SQLite store, artifacts served through the server) and
+a real Prefect API, read back through ``MlflowClient`` and the Prefect client; then the same command
+with the MLflow server stopped fails fast with one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows.stages import STAGE_NAMES
+from tests.conftest import write_corpus
+from tests.ops.conftest import client_env
+
+ARPIPE = [sys.executable, "-m", "flows.cli"]
+
+
+def test_run_against_real_servers_then_tracking_server_down(prefect_server, mlflow_server, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt", n_paragraphs=100)
+    env = client_env(prefect_server, tmp_path)
+    args = [f"--set=work_dir={tmp_path / 'work'}", f"--set=tracking.uri={mlflow_server.url}",
+            f"--set=ingest.inputs=[{corpus}]", "--set=ingest.valid_fraction=0.1", "--set=ingest.test_fraction=0.1",
+            "--set=ngram.order=2"]
+    p = subprocess.run([*ARPIPE, "run", "--json", *args], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(p.stdout)
+    assert {s["stage"]: s["state"] for s in summary["stages"] if s["stage"] in STAGE_NAMES} == {
+        name: "completed" for name in STAGE_NAMES}
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    parent = client.get_run(summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["prefect.flow_run_id"] == summary["flow_run_id"]
+    assert parent.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server, not a local path
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    by_stage = {c.data.tags["arpipe.stage"]: c for c in children}
+    assert set(STAGE_NAMES) <= set(by_stage)
+    assert all(by_stage[name].info.status == "FINISHED" for name in STAGE_NAMES)
+    ingest = by_stage["ingest"]
+    local = client.download_artifacts(ingest.info.run_id, "report.json", str(tmp_path / "download"))
+    out_dir = Path(next(s["output_dir"] for s in summary["stages"] if s["stage"] == "ingest"))
+    assert Path(local).read_bytes() == (out_dir / "report.json").read_bytes()
+    stored = list((mlflow_server.home / "artifacts").rglob("report.json"))
+    assert stored, "the artifact should be stored under the server's --artifacts-destination"
+
+    with SyncPrefectClient(prefect_server.url) as prefect:
+        flow_run = prefect.read_flow_run(summary["flow_run_id"])
+        assert flow_run.state.is_completed()
+        assert prefect.read_flow(flow_run.flow_id).name == "arpipe"
+        tasks = prefect.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+        assert set(STAGE_NAMES) <= {t.name.rsplit("-", 1)[0] for t in tasks}
+
+    mlflow_server.stop()
+    t0 = time.monotonic()
+    down = subprocess.run([*ARPIPE, "run", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - t0
+    assert down.returncode == 1, down.stderr[-3000:]
+    assert elapsed < 30, f"took {elapsed:.1f}s to report the tracking server down"
+    assert down.stderr.strip().splitlines()[-1].startswith(
+        f"error: MLflow tracking store {mlflow_server.url} is not reachable")
+    assert "Traceback" not in down.stderr
