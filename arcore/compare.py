@@ -14,7 +14,6 @@ compression rate) is what compares across tokenizers.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal, Mapping

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,6 +26,9 @@ from arcore.promotion import RegistryConfig
 from arcore.rnn.config import RNNConfig
 from arcore.shards.config import ShardsConfig
 from arcore.tokenize.config import TokenizerConfig
+from arcore.transformer.config import TransformerConfig
+
+ModelStage = Literal["ngram", "rnn", "transformer"]
 
 
 class TrackingConfig(BaseModel):
@@ -47,12 +50,16 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     work_dir: str = Field("work", description="stage outputs and Prefect's home; relative to the cwd")
+    models: list[ModelStage] = Field(
+        default_factory=lambda: ["ngram", "rnn"], min_length=1,
+        description="model stages to run; the transformer is opt-in (configs/transformer.toml)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     ngram: NGramConfig = Field(default_factory=NGramConfig)
     rnn: RNNConfig = Field(default_factory=RNNConfig)
+    transformer: TransformerConfig = Field(default_factory=TransformerConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 

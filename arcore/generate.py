@@ -6,7 +6,7 @@ name, a ``DecodeConfig`` and text. Out: generated strings, or an ``Evaluation`` 
 go through here, so every front end decodes and scores the same way.
 
 Model names: ``histogram``; ``ngram`` (modified Kneser-Ney, or the first estimator fitted) or
-``ngram-<smoothing>``; ``rnn``.
+``ngram-<smoothing>``; ``rnn``; ``transformer``.
 """
 
 from __future__ import annotations
@@ -22,22 +22,26 @@ from arcore.evaluate import Evaluation, count_text, evaluate_model
 from arcore.lm import LanguageModel
 from arcore.tokenize.store import LoadedTokenizer
 
-MODEL_FAMILIES = ("histogram", "ngram", "rnn")
+MODEL_FAMILIES = ("histogram", "ngram", "rnn", "transformer")
 
 
 def load_language_model(name: str, tok: LoadedTokenizer, stage_dirs: Mapping[str, Optional[Path]]) -> LanguageModel:
     """The model called ``name`` from the stage output directories (``{"ngram": dir, "rnn": dir}``)."""
     family = name.split("-", 1)[0]
     if family not in MODEL_FAMILIES:
-        raise ConfigError(f"unknown model {name!r}; choose histogram, ngram, ngram-<smoothing> or rnn")
+        raise ConfigError(f"unknown model {name!r}; choose histogram, ngram, ngram-<smoothing>, rnn or transformer")
     stage = "ngram" if family == "histogram" else family
     directory = stage_dirs.get(stage)
     if directory is None:
         raise StageError(f"no {stage} stage output to load {name!r} from; run `arpipe run` first")
     if family == "rnn":
-        from arcore.rnn.stage import load_rnn  # torch is imported only when an RNN is asked for
+        from arcore.rnn.stage import load_rnn  # torch is imported only when a neural model is asked for
 
         return load_rnn(Path(directory), tok)
+    if family == "transformer":
+        from arcore.transformer.stage import load_transformer
+
+        return load_transformer(Path(directory), tok)
     from arcore.ngram.stage import load_histogram, load_models
 
     if family == "histogram":
@@ -49,6 +53,19 @@ def load_language_model(name: str, tok: LoadedTokenizer, stage_dirs: Mapping[str
     if name not in models:
         raise ConfigError(f"model {name!r} was not fitted; fitted: {', '.join(models)} (set ngram.models)")
     return models[name]
+
+
+def load_models(tok: LoadedTokenizer, stage_dirs: Mapping[str, Path]) -> dict[str, LanguageModel]:
+    """Every model the given stage outputs hold, by the names ``evaluate`` and ``generate`` use."""
+    models: dict[str, LanguageModel] = {}
+    if "ngram" in stage_dirs:
+        from arcore.ngram.stage import load_models as load_ngram
+
+        models.update(load_ngram(Path(stage_dirs["ngram"]), tok))
+    for family in ("rnn", "transformer"):
+        if family in stage_dirs:
+            models[family] = load_language_model(family, tok, stage_dirs)
+    return models
 
 
 def encode_prompt(tok: LoadedTokenizer, prompt: str) -> list[int]:
@@ -92,8 +109,8 @@ def export_bundle(name: str, tokenizer_dir: Path, stage_dirs: Mapping[str, Optio
     shutil.copytree(tokenizer_dir, dest / "tokenizer", ignore=shutil.ignore_patterns("manifest.json"))
     source = Path(stage_dirs["ngram" if family == "histogram" else family])
     model_dir = dest / "model"
-    if family == "rnn":
-        from arcore.rnn.stage import MODEL_SUBDIR
+    if family in ("rnn", "transformer"):
+        from arcore.rnn.stage import MODEL_SUBDIR  # both neural stages keep their weights in model/
 
         shutil.copytree(source / MODEL_SUBDIR, model_dir / MODEL_SUBDIR)
     else:
@@ -121,5 +138,5 @@ def load_bundle(bundle_dir: Path) -> tuple[LoadedTokenizer, LanguageModel, str]:
     bundle_dir = Path(bundle_dir)
     name = json.loads((bundle_dir / BUNDLE_META).read_text())["model"]
     tok = load_tokenizer(bundle_dir / "tokenizer")
-    model = load_language_model(name, tok, {"ngram": bundle_dir / "model", "rnn": bundle_dir / "model"})
+    model = load_language_model(name, tok, {s: bundle_dir / "model" for s in ("ngram", "rnn", "transformer")})
     return tok, model, name

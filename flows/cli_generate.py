@@ -15,7 +15,7 @@ import typer
 from arcore.errors import ArpipeError
 
 ModelOpt = typer.Option("ngram", "--model", "-m",
-                        help="histogram | ngram | ngram-<smoothing> | rnn | an MLflow model URI")
+                        help="histogram | ngram | ngram-<smoothing> | rnn | transformer | an MLflow model URI")
 
 
 def _pipeline_outputs(config: Optional[Path], sets: list[str]) -> dict[str, Path]:
@@ -27,7 +27,7 @@ def _pipeline_outputs(config: Optional[Path], sets: list[str]) -> dict[str, Path
     cfg = prepare(config, sets)
     runs = read_runs(cfg.work_dir, last=1)
     dirs = {name: Path(s["output_dir"]) for name, s in runs[0]["stages"].items()} if runs else {}
-    for stage in ("tokenizer", "ngram", "rnn"):
+    for stage in ("tokenizer", "ngram", "rnn", "transformer"):
         if stage not in dirs or not (dirs[stage] / "manifest.json").is_file():
             d = latest(cfg.work_dir, stage)
             if d is not None:

@@ -25,12 +25,12 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 
 from arcore.config import PipelineConfig
-from arcore.errors import GateFailed
+from arcore.errors import ConfigError, GateFailed
 from arcore.generate import export_bundle
 from arcore.runs import record_run
 from arcore.stage import require_latest
 from flows.logs import quiet_user_errors
-from flows.stages import STAGE_NAMES, STAGES, Stage, get_stage, make_context
+from flows.stages import STAGE_NAMES, STAGES, Stage, get_stage, make_context, upstream_names
 from tasks.contract import StageRef, StageResult
 from tasks.register import register
 from tasks.tracking import Tracker
@@ -45,8 +45,8 @@ def pipeline(
     """Run the arpipe pipeline; returns the run summary (also printed by ``arpipe --json``)."""
     quiet_user_errors()
     for name in (rerun_from, only):
-        if name is not None:
-            get_stage(name)
+        if name is not None and not get_stage(name).selected(config):
+            raise ConfigError(f"stage {name!r} is a model stage not listed in models {config.models}; add it")
     tracker = Tracker(config.tracking)
     tracker.check()
     flow_run_id, flow_run_name = flow_run.get_id(), flow_run.get_name()
@@ -58,9 +58,9 @@ def pipeline(
         refs: dict[str, StageRef] = {}
         force_from = STAGE_NAMES.index(rerun_from) if rerun_from else len(STAGES)
         for i, stage in enumerate(STAGES):
-            if only and stage.name != only:
+            if (only and stage.name != only) or not stage.selected(config):
                 continue
-            upstream = {u: _latest_ref(config, u) if only else refs[u] for u in stage.upstream}
+            upstream = {u: _latest_ref(config, u) if only else refs[u] for u in upstream_names(stage, config)}
             result = _run_stage(stage, config, tracker, parent, upstream, results,
                                 force=bool(only) or i >= force_from, flow_run_id=flow_run_id)
             refs[stage.name] = result.ref()

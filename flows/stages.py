@@ -21,6 +21,7 @@ from tasks.ngram import ngram
 from tasks.rnn import rnn
 from tasks.shards import shards
 from tasks.tokenizer import tokenizer
+from tasks.transformer import transformer
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class Stage:
     external: Optional[Callable[[PipelineConfig], dict[str, str]]] = None
     # models this stage trains, logged to its MLflow run as generation pyfuncs when it computes
     exports: tuple[str, ...] = ()
+    # a model stage: runs only when listed in the config's ``models``; downstream stages read it if it ran
+    model: bool = False
+
+    def selected(self, cfg: PipelineConfig) -> bool:
+        return not self.model or self.name in cfg.models
 
 
 def _ingest_inputs(cfg: PipelineConfig) -> dict[str, str]:
@@ -42,9 +48,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("ingest", ingest, external=_ingest_inputs),
     Stage("tokenizer", tokenizer, upstream=("ingest",)),
     Stage("shards", shards, upstream=("ingest", "tokenizer")),
-    Stage("ngram", ngram, upstream=("tokenizer", "shards"), exports=("histogram", "ngram")),
-    Stage("rnn", rnn, upstream=("tokenizer", "shards"), exports=("rnn",)),
-    Stage("evaluate", evaluate, upstream=("tokenizer", "shards", "ngram", "rnn")),
+    Stage("ngram", ngram, upstream=("tokenizer", "shards"), exports=("histogram", "ngram"), model=True),
+    Stage("rnn", rnn, upstream=("tokenizer", "shards"), exports=("rnn",), model=True),
+    Stage("transformer", transformer, upstream=("tokenizer", "shards"), exports=("transformer",), model=True),
+    Stage("evaluate", evaluate, upstream=("tokenizer", "shards", "ngram", "rnn", "transformer")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -71,15 +78,23 @@ def make_context(stage: Stage, cfg: PipelineConfig, upstream: dict[str, StageRef
     )
 
 
+def upstream_names(stage: Stage, cfg: PipelineConfig) -> tuple[str, ...]:
+    """The upstream stages ``stage`` reads under ``cfg``: model stages only when they are selected."""
+    return tuple(u for u in stage.upstream if get_stage(u).selected(cfg))
+
+
 def stage_status(cfg: PipelineConfig) -> list[dict]:
     """Per stage: is its output for this config complete, and where (without running anything)."""
     rows, refs = [], {}
     for stage in STAGES:
-        if any(u not in refs for u in stage.upstream):
+        if not stage.selected(cfg):
+            rows.append({"stage": stage.name, "state": "off", "output_dir": None, "detail": "not in models"})
+            continue
+        if any(u not in refs for u in upstream_names(stage, cfg)):
             rows.append({"stage": stage.name, "state": "blocked", "output_dir": None,
                          "detail": "upstream output missing for this config"})
             continue
-        ctx = make_context(stage, cfg, {u: refs[u] for u in stage.upstream})
+        ctx = make_context(stage, cfg, {u: refs[u] for u in upstream_names(stage, cfg)})
         d: StageDir = ctx.dir
         m = d.manifest()
         if m is None:
@@ -89,3 +104,9 @@ def stage_status(cfg: PipelineConfig) -> list[dict]:
         rows.append({"stage": stage.name, "state": "complete", "output_dir": str(d.path),
                      "detail": f"{m.seconds:.1f}s, {', '.join(f'{k}={v}' for k, v in m.records.items())}"})
     return rows
+
+
+def default_stage_names() -> tuple[str, ...]:
+    """The stages a default config runs (model stages not in the default ``models`` are off)."""
+    cfg = PipelineConfig()
+    return tuple(s.name for s in STAGES if s.selected(cfg))

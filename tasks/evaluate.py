@@ -10,8 +10,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from arcore.compare import EvaluateConfig, build_evaluation
-from arcore.ngram.stage import load_models as load_ngram_models
-from arcore.rnn.stage import load_rnn
+from arcore.generate import load_models
 from arcore.tokenize.store import load_tokenizer
 from tasks.contract import StageContext, StageResult, run_stage, stage_cache_key
 
@@ -23,8 +22,7 @@ def evaluate(ctx: StageContext) -> StageResult:
     shards_dir = ctx.upstream_path("shards")
 
     def compute(out_dir, progress):
-        models = load_ngram_models(ctx.upstream_path("ngram"), tok)
-        models["rnn"] = load_rnn(ctx.upstream_path("rnn"), tok)
+        models = load_models(tok, {name: ctx.upstream_path(name) for name in ctx.upstream})
         return build_evaluation(cfg, tok, shards_dir, models, out_dir, progress)
 
     result = run_stage(ctx, compute)

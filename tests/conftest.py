@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Small models for end-to-end tests: every stage runs for real, in seconds.
 FAST = ["tokenizer.vocab_size=400", "rnn.emb_size=24", "rnn.hidden_size=24", "rnn.epochs=1", "rnn.batch_size=8",
-        "rnn.bptt=16", "rnn.eval_batch_size=8", "rnn.checkpoint_every=0", "evaluate.max_tokens=12"]
+        "rnn.bptt=16", "rnn.eval_batch_size=8", "rnn.checkpoint_every=0", "evaluate.max_tokens=12",
+        "transformer.layers=1", "transformer.d_model=16", "transformer.heads=2", "transformer.context=16",
+        "transformer.epochs=1", "transformer.batch_size=8", "transformer.eval_batch_size=8",
+        "transformer.checkpoint_every=0"]
 CORPORA = ROOT.parent / "shared" / "corpora"
 
 

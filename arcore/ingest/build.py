@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from arcore.errors import InputError
 from arcore.ingest.config import IngestConfig
 from arcore.ingest.normalize import Repairs, normalize_text
-from arcore.ingest.readers import InputFile, RawDoc, SkipFile, SkipRecord, read_file, resolve_inputs
+from arcore.ingest.readers import InputFile, SkipFile, SkipRecord, read_file, resolve_inputs
 from arcore.ingest.schema import DOCUMENTS_FILE, DOCUMENTS_SCHEMA, REPORT_FILE, SPLITS
 from arcore.ingest.split import hash_split
 from arcore.io import DigestCache, atomic_write_text, digest_strings

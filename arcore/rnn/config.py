@@ -31,6 +31,8 @@ class RNNConfig(BaseModel):
     tie_weights: share the embedding and output matrices (Press & Wolf 2017); needs
         ``emb_size == hidden_size``.
     bptt: truncated back-propagation window length (time steps per update).
+    lr_schedule: ``plateau`` (divide by ``lr_anneal`` when valid loss stops improving, as
+      word_language_model) or ``cosine`` (decay to 5% of ``lr`` over the run, per step).
     lr: initial learning rate. For ``sgd`` it is divided by ``lr_anneal`` after every epoch whose
         valid loss does not improve on the best so far (word_language_model's annealing).
     clip: gradient norm clipping threshold (``torch.nn.utils.clip_grad_norm_``).
@@ -51,6 +53,7 @@ class RNNConfig(BaseModel):
     bptt: int = Field(32, ge=1, le=100_000)
     lr: float = Field(0.01, gt=0.0, le=1000.0)
     lr_anneal: float = Field(4.0, ge=1.0, le=1000.0)
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
     clip: float = Field(0.25, gt=0.0)
     epochs: int = Field(3, ge=1, le=10_000)
     optimizer: Literal["sgd", "adamw"] = "adamw"

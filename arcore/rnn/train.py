@@ -17,6 +17,8 @@ cross-entropy, clips the gradient norm to ``clip`` and takes an optimizer step. 
 from zero at each epoch. After each epoch the valid stream is scored the same way without gradients; if
 its loss did not improve on the best so far the learning rate is divided by ``lr_anneal`` (4, as
 word_language_model does for SGD; applied to AdamW too), otherwise the model is saved as the best.
+With ``lr_schedule="cosine"`` the learning rate instead follows a cosine from ``lr`` down to 5% of it
+over the planned steps (``cosine_lr``), and only the best-model selection happens at epoch ends.
 
 Callbacks let a caller log without this module knowing about MLflow or progress bars:
 ``on_step(step, {"loss", "lr", "tokens_per_s"})`` after every optimizer step and
@@ -301,6 +303,10 @@ def train_model(
             loss = next_token_loss(logits, y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            if getattr(cfg, "lr_schedule", "plateau") == "cosine":
+                schedule["lr"] = cosine_lr(cfg.lr, pos["step"], total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule["lr"]
             optimizer.step()
             loss_value = loss.item()
             step_tokens = y.numel() * ctx.world_size
@@ -340,6 +346,17 @@ def train_model(
     )
 
 
+def cosine_lr(base: float, step: int, total: int, floor: float = 0.05) -> float:
+    """Cosine decay from ``base`` at step 0 to ``floor * base`` at ``total`` (Loshchilov & Hutter 2017,
+    without restarts). A pure function of the step, so a resumed run follows the same curve.
+
+    >>> cosine_lr(1.0, 0, 100), round(cosine_lr(1.0, 50, 100), 3), cosine_lr(1.0, 100, 100)
+    (1.0, 0.525, 0.05)
+    """
+    progress = min(max(step / max(total, 1), 0.0), 1.0)
+    return base * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 over the parameter and buffer bytes in name order (bit-level identity of two models)."""
     digest = hashlib.sha256()
@@ -376,7 +393,7 @@ def _end_epoch(cfg, model, optimizer, valid, ctx, amp, schedule, pos, out_dir, f
         schedule.update(best_valid_loss=valid_loss, best_epoch=pos["epoch"])
         if ctx.is_main:
             family.save_model(out_dir / MODEL_DIR, model)
-    else:
+    elif getattr(cfg, "lr_schedule", "plateau") == "plateau":
         schedule["lr"] = schedule["lr"] / cfg.lr_anneal
         for group in optimizer.param_groups:
             group["lr"] = schedule["lr"]

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from arcore.errors import InputError, StageError
-from arcore.shards.manifest import ShardManifest, load_complete_manifest, verify_shards
+from arcore.shards.manifest import load_complete_manifest, verify_shards
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ Reference data: Tiny Shakespeare from ``../shared/corpora`` (tests that need it 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -33,7 +32,7 @@ from arcore.shards import (
     read_manifest,
     split_stats,
 )
-from arcore.tokenize import TokenizerConfig, build_tokenizer, load_tokenizer, save_tokenizer, train_tokenizer
+from arcore.tokenize import TokenizerConfig, build_tokenizer, load_tokenizer, save_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 CORPORA = REPO.parent / "shared" / "corpora"

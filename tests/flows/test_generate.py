@@ -26,6 +26,7 @@ def trained(prefect_harness, tmp_path_factory):
         f'[ingest]\ninputs = ["{corpus}"]\nvalid_fraction = 0.1\ntest_fraction = 0.1\n'
         '[tokenizer]\nvocab_size = 400\n'
     )
+    config_file.write_text('models = ["ngram", "rnn", "transformer"]\n' + config_file.read_text())
     summary = pipeline(config=load_config(config_file, [s for s in FAST if not s.startswith("tokenizer.")]))
     return {"config": config_file, "summary": summary, "uri": uri, "tmp": tmp}
 
@@ -34,7 +35,7 @@ def cli(trained, *args):
     return CliRunner().invoke(app, [*args, "--config", str(trained["config"])])
 
 
-MODELS = ["histogram", "ngram", "ngram-laplace", "ngram-interpolated", "rnn"]
+MODELS = ["histogram", "ngram", "ngram-laplace", "ngram-interpolated", "rnn", "transformer"]
 STRATEGIES = [["--strategy", "greedy"], ["--strategy", "sample", "--temperature", "0.7"],
               ["--strategy", "top-k", "--k", "5"], ["--strategy", "top-p", "--p", "0.8"],
               ["--strategy", "beam", "--beam-width", "3", "--n", "2"]]
@@ -110,17 +111,19 @@ def test_evaluate_samples_every_model_and_decoder(trained):
     from pathlib import Path
 
     samples = json.loads((Path(evaluate["output_dir"]) / "samples.json").read_text())
-    assert set(samples) == {"histogram", "ngram-kneser-ney", "ngram-laplace", "ngram-interpolated", "rnn"}
+    assert set(samples) == {"histogram", "ngram-kneser-ney", "ngram-laplace", "ngram-interpolated", "rnn",
+                            "transformer"}
     for by_strategy in samples.values():
         assert set(by_strategy) == {"greedy", "sample", "top-k", "top-p", "beam"}
         assert all(text for text in by_strategy.values())
 
 
-def test_rnn_pyfunc(trained):
+@pytest.mark.parametrize("family", ["rnn", "transformer"])
+def test_neural_pyfuncs(trained, family):
     import mlflow.pyfunc
 
-    rnn = next(s for s in trained["summary"]["stages"] if s["stage"] == "rnn")
-    uri = MlflowClient(trained["uri"]).get_run(rnn["mlflow_run_id"]).data.tags["arpipe.model.rnn"]
+    stage = next(s for s in trained["summary"]["stages"] if s["stage"] == family)
+    uri = MlflowClient(trained["uri"]).get_run(stage["mlflow_run_id"]).data.tags[f"arpipe.model.{family}"]
     mlflow.set_tracking_uri(trained["uri"])
     out = mlflow.pyfunc.load_model(uri).predict(
         pd.DataFrame({"prompt": ["The dog"]}), params={"strategy": "beam", "beam_width": 3, "max_tokens": 6,

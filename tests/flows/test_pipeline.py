@@ -13,9 +13,11 @@ from mlflow.tracking import MlflowClient
 
 from arcore.config import load_config
 from flows.pipeline import pipeline
-from flows.stages import STAGE_NAMES
+from flows.stages import default_stage_names
 from tasks.tracking import TrackingUnavailable
 from tests.conftest import FAST, write_corpus
+
+DEFAULT_STAGES = default_stage_names()  # the stages a default config runs
 
 
 @pytest.fixture
@@ -46,14 +48,14 @@ def runs_of(uri: str, parent_id: str):
 def test_run_rerun_cached_and_selective(prefect_harness, cfg_for, mlflow_uri):
     cfg = cfg_for()
     first = pipeline(config=cfg)
-    assert states(first) == {name: "completed" for name in STAGE_NAMES}
+    assert states(first) == {name: "completed" for name in DEFAULT_STAGES}
     client, parent, children = runs_of(mlflow_uri, first["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["prefect.flow_run_id"] == first["flow_run_id"]
     assert parent.data.params["ingest.valid_fraction"] == "0.1"
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "summary.md"}
     assert parent.data.tags["arpipe.gate"] == "passed"
-    assert set(children) == set(STAGE_NAMES)
+    assert set(children) == set(DEFAULT_STAGES)
     ingest_run = children["ingest"]
     assert ingest_run.info.status == "FINISHED" and ingest_run.data.tags["cached"] == "false"
     assert ingest_run.data.params["unit"] == "paragraph"
@@ -76,7 +78,7 @@ def test_run_rerun_cached_and_selective(prefect_harness, cfg_for, mlflow_uri):
     assert rnn_run.data.tags["arpipe.model.rnn"] == f"runs:/{rnn_run.info.run_id}/rnn"
 
     second = pipeline(config=cfg)
-    assert states(second) == {name: "cached" for name in STAGE_NAMES}
+    assert states(second) == {name: "cached" for name in DEFAULT_STAGES}
     assert [s["output_dir"] for s in second["stages"]] == [s["output_dir"] for s in first["stages"]]
     _, parent2, children2 = runs_of(mlflow_uri, second["mlflow_run_id"])
     assert children2["ingest"].data.tags["cached"] == "true"
@@ -84,15 +86,15 @@ def test_run_rerun_cached_and_selective(prefect_harness, cfg_for, mlflow_uri):
 
     # one tokenizer setting changed: tokenizer and everything downstream recompute, ingest does not
     changed = pipeline(config=cfg_for("tokenizer.vocab_size=300"))
-    after = STAGE_NAMES[STAGE_NAMES.index("tokenizer"):]
-    assert states(changed) == {n: "cached" if n not in after else "completed" for n in STAGE_NAMES}
+    after = DEFAULT_STAGES[DEFAULT_STAGES.index("tokenizer"):]
+    assert states(changed) == {n: "cached" if n not in after else "completed" for n in DEFAULT_STAGES}
     assert changed["stages"][0]["output_dir"] == first["stages"][0]["output_dir"]
     assert changed["stages"][1]["output_dir"] != first["stages"][1]["output_dir"]
 
     # input content changed: reruns everything from ingest
     cfg_for.corpus.write_text(cfg_for.corpus.read_text() + "\nA brand new paragraph.\n")
     edited = pipeline(config=cfg)
-    assert states(edited) == {name: "completed" for name in STAGE_NAMES}
+    assert states(edited) == {name: "completed" for name in DEFAULT_STAGES}
 
 
 def test_only_and_rerun_from_force_recompute(prefect_harness, cfg_for, mlflow_uri):
@@ -105,9 +107,9 @@ def test_only_and_rerun_from_force_recompute(prefect_harness, cfg_for, mlflow_ur
     assert parent.data.tags["arpipe.mode"] == "only:tokenizer"
     # a deterministic stage recomputed gives the same digest: downstream stays cached
     again = pipeline(config=cfg)
-    assert states(again) == {name: "cached" for name in STAGE_NAMES}
+    assert states(again) == {name: "cached" for name in DEFAULT_STAGES}
     rerun = pipeline(config=cfg, rerun_from="tokenizer")
-    assert states(rerun) == {n: "cached" if n == "ingest" else "completed" for n in STAGE_NAMES}
+    assert states(rerun) == {n: "cached" if n == "ingest" else "completed" for n in DEFAULT_STAGES}
 
 
 def test_stage_only_needs_upstream_output(prefect_harness, cfg_for):
