@@ -23,7 +23,6 @@ so beyond the result itself it holds one run.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from arcore.io import atomic_write_with
 from arcore.errors import InputError, StageError
 
 Progress = Optional[Callable[[int, Optional[int]], None]]
@@ -226,18 +226,7 @@ def _read_table(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
 
 def atomic_write(path: Path, write: Callable) -> None:
     """Write via ``write(binary_file)`` to a temporary name beside ``path``, fsync, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_with(path, write)
 
 
 def save_counts(counts: NGramCounts, directory: Path) -> list[Path]:

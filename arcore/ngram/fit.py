@@ -5,7 +5,8 @@ directory. Output: ``{name: BackoffModel}``; ``save_ngram_models`` writes a dire
 can commit and ``load_ngram_models`` reads back::
 
     <dir>/counts/order{n}.parquet      raw count tables (count_ngrams), when ``counts`` is given
-    <dir>/<name>.arpa                  the portable model (KenLM loads it)
+    <dir>/<name>.arpa                  the portable model (KenLM loads it; ``arpa_suffix=".arpa.gz"``
+                                       writes it gzip-compressed, as the pipeline stage does)
     <dir>/<name>.npz                   exact float64 arrays, what load_ngram_models reads
     <dir>/models.json                  written last: names, order, vocabulary, per-model info
 
@@ -109,7 +110,7 @@ def fit_ngram_models(cfg: NGramConfig, train_ids: np.ndarray, valid_ids: np.ndar
 
 
 def save_ngram_models(models: dict[str, BackoffModel], directory: Path, counts: NGramCounts | None = None,
-                      words: Sequence[str] | None = None) -> list[str]:
+                      words: Sequence[str] | None = None, arpa_suffix: str = ".arpa") -> list[str]:
     """Write the layout in the module docstring; returns the file names written (relative).
 
     ``words`` (token strings by id) name the ARPA words; when omitted, or when some token is empty or
@@ -125,9 +126,9 @@ def save_ngram_models(models: dict[str, BackoffModel], directory: Path, counts: 
         written += [f"counts/{p.name}" for p in save_counts(counts, directory / "counts")]
     manifest = {}
     for name, model in models.items():
-        write_arpa(model, directory / f"{name}.arpa", words)
+        write_arpa(model, directory / f"{name}{arpa_suffix}", words)
         model.save(directory / f"{name}.npz")
-        written += [f"{name}.arpa", f"{name}.npz"]
+        written += [f"{name}{arpa_suffix}", f"{name}.npz"]
         manifest[name] = {"order": model.order, "vocab_size": model.vocab_size, "bos_id": model.bos_id,
                           "eos_id": model.eos_id, "unk_id": model.unk_id, "num_ngrams": model.num_ngrams(),
                           "info": model.info}

@@ -1,9 +1,9 @@
 """The ngram stage: token shards -> count tables, the histogram and the configured n-gram models.
 
 In: the tokenizer directory and the shards directory. Out, in ``out_dir``: ``counts/order{n}.parquet``
-(counted once), ``histogram.npz`` (unigram counts over token ids and the histogram's log-probabilities: the lecture's
+(counted once), ``counts_of_counts.png`` (Zipf's view), ``histogram.npz`` (unigram counts over token ids and the histogram's log-probabilities: the lecture's
 estimation by counting, with ``histogram_pseudocount``),
-one ``<model>.arpa`` + ``<model>.npz`` per estimator (``models.json`` lists them), and metrics per model on
+one ``<model>.arpa.gz`` + ``<model>.npz`` per estimator (``models.json`` lists them), and metrics per model on
 the valid split: perplexity per token and bits per byte (``arcore.evaluate`` conventions).
 """
 
@@ -16,12 +16,14 @@ import numpy as np
 from arcore.compare import split_counts
 from arcore.evaluate import evaluate_model
 from arcore.ngram.fit import NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
+from arcore.ngram.counts import counts_of_counts, load_counts
 from arcore.ngram.histogram import UnigramModel
 from arcore.shards.reader import read_ids
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.store import LoadedTokenizer, load_tokenizer
 
 HISTOGRAM_FILE = "histogram.npz"
+ZIPF_PNG = "counts_of_counts.png"
 
 
 def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir: Path,
@@ -32,7 +34,8 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
     models = fit_ngram_models(cfg, train, valid, tok.vocab_size, tok.bos_id, tok.eos_id, tok.unk_id,
                               work_dir=out_dir, progress=progress)
     vocab = [tok.tokenizer.id_to_token(i) for i in range(tok.vocab_size)]
-    save_ngram_models(models, out_dir, words=vocab)
+    save_ngram_models(models, out_dir, words=vocab, arpa_suffix=".arpa.gz")
+    plot_counts_of_counts(counts_of_counts(load_counts(Path(out_dir) / "counts")), Path(out_dir) / ZIPF_PNG)
     histogram = fit_histogram(train, tok, cfg.histogram_pseudocount)
     np.savez(out_dir / HISTOGRAM_FILE, counts=np.bincount(np.asarray(train, dtype=np.int64),
              minlength=tok.vocab_size), logprob=histogram.logprob)
@@ -46,7 +49,35 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
             ev = evaluate_model(model, valid, valid_counts, tok.unk_id)
             metrics[f"{name}.valid_perplexity"] = ev.perplexity_per_token
             metrics[f"{name}.valid_bits_per_byte"] = ev.bits_per_byte
-    return StageOutput(metrics=metrics, records=records, artifacts=("models.json",))
+    arpa = [f"{name}.arpa.gz" for name in ("kneser-ney", *models) if name in models][:1]
+    return StageOutput(metrics=metrics, records=records, artifacts=("models.json", ZIPF_PNG, *arpa))
+
+
+def plot_counts_of_counts(per_order: list, path: Path) -> Path:
+    """Zipf's view of the counts: for each order n, how many n-grams (n_r) occur exactly r times, log-log.
+
+    The steep left end (most n-grams are seen once or twice) is why smoothing matters, and n_1..n_4 are
+    what the Kneser-Ney discounts are computed from (``kneser_ney_discounts``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from arcore.io import atomic_write_bytes
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for n, (r, n_r) in enumerate(per_order, 1):
+        ax.loglog(r, n_r, marker=".", linestyle="none", label=f"{n}-grams")
+    ax.set_xlabel("count r")
+    ax.set_ylabel("number of n-grams seen r times (n_r)")
+    ax.set_title("Counts of counts (Zipf's view)")
+    ax.legend()
+    import io
+
+    buf = io.BytesIO()
+    canvas.print_png(buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
 
 
 def fit_histogram(train: np.ndarray, tok: LoadedTokenizer, pseudocount: float) -> UnigramModel:

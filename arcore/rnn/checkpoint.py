@@ -20,7 +20,6 @@ hostile file cannot run code. numpy's RNG state is therefore stored as a tensor,
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arcore.io import atomic_write_with
 from arcore.errors import StageError
 from arcore.rnn.config import RNNConfig
 from arcore.rnn.model import RNNModel
@@ -41,35 +41,13 @@ MODEL_WEIGHTS = "model.pt"
 MODEL_CONFIG = "config.json"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` through a temporary file in the same directory (crash-safe)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write_with(path, lambda f: torch.save(obj, f), sync_dir=True)
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write_with(path, lambda f: f.write(text.encode("utf-8")), sync_dir=True)
 
 
 def safe_torch_load(path: Path, what: str) -> Any:
