@@ -34,8 +34,6 @@ words + documents = 3 + 2, perplexity_per_word = exp(5 ln 4 / 5) = 4; source_byt
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
@@ -43,6 +41,7 @@ from typing import Iterable, Mapping, Optional
 import numpy as np
 
 from arcore.errors import InputError
+from arcore.io import atomic_write_with
 from arcore.lm import LanguageModel
 from arcore.stage import Progress
 
@@ -237,14 +236,5 @@ def plot_bits_per_byte(results: Mapping[str, Evaluation | Mapping[str, float]], 
     figure.tight_layout()
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as tmp:
-            figure.savefig(tmp, format="png")
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_with(path, lambda f: figure.savefig(f, format="png"))
     return path

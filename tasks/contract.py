@@ -104,3 +104,26 @@ def run_stage(
         records=dict(manifest.records), artifacts=list(manifest.artifacts),
         produced_by=dict(manifest.produced_by),
     )
+
+
+def run_training_stage(ctx: StageContext, build: Callable[..., StageOutput]) -> StageResult:
+    """A resumable neural training stage whose per-step and per-epoch figures stream to its MLflow run.
+
+    ``build(tokenizer_dir, shards_dir, out_dir, progress, on_step=..., on_epoch=...)`` is the stage's
+    ``arcore`` function with its config bound."""
+    from arcore.config import TrackingConfig
+    from tasks.tracking import MetricBuffer, Tracker
+
+    tracker = Tracker(TrackingConfig.model_validate(ctx.tracking)) if ctx.mlflow_run_id else None
+    tokenizer_dir, shards_dir = ctx.upstream_path("tokenizer"), ctx.upstream_path("shards")
+
+    def compute(out_dir: Path, progress: Progress) -> StageOutput:
+        steps = MetricBuffer(tracker, ctx.mlflow_run_id)
+        epochs = MetricBuffer(tracker, ctx.mlflow_run_id, every=1, prefix="epoch.")
+        try:
+            return build(tokenizer_dir, shards_dir, out_dir, progress, on_step=steps.add, on_epoch=epochs.add)
+        finally:
+            steps.flush()
+            epochs.flush()
+
+    return run_stage(ctx, compute, resumable=True)
