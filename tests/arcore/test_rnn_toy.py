@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from arcore.rnn.toy_addition import AdditionConfig, ElmanAdder, addition_batch, bits_to_int, run_binary_addition
 
@@ -47,12 +45,3 @@ def test_trained_on_8_bits_adds_64_bit_numbers(seed):
 def test_untrained_network_does_not_add():
     result = run_binary_addition(AdditionConfig(steps=1, eval_samples=200))
     assert result.rnn_accuracy[64] < 0.05
-
-
-def test_cli_prints_the_results(tmp_path):
-    from flows.cli_toy import app
-
-    out = CliRunner().invoke(app, ["binary-addition", "--steps", "5", "--eval-samples", "20"])
-    assert out.exit_code == 0, out.output
-    metrics = json.loads(out.output)
-    assert {"rnn_exact_acc_64bit", "ff_exact_acc_8bit", "seconds"} <= metrics.keys()
