@@ -1,7 +1,7 @@
 """``arpipe toy ...``: the lecture's toy problems, runnable from the command line.
 
-The lead mounts ``app`` as ``arpipe toy`` (and logs the returned metrics to MLflow there); each command
-calls one ``arcore`` function that returns a results dict and prints it.
+Mounted as ``arpipe toy``; each command calls one ``arcore`` function that returns a results dict,
+prints it as JSON and records it as an MLflow run (experiment ``arpipe-toys``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from arcore.rnn.toy_addition import AdditionConfig, run_binary_addition
+from arcore.rnn.config import AdditionConfig
 
 app = typer.Typer(help="Toy problems from the lecture.", no_args_is_help=True)
 
@@ -46,6 +46,8 @@ def binary_addition(
             tracker.check()
         except ArpipeError as e:
             raise fail(str(e), 1)
+    from arcore.rnn.toy_addition import run_binary_addition  # torch loads only when the toy runs
+
     result = run_binary_addition(toy_cfg)
     metrics = result.as_dict()
     if tracker is not None:

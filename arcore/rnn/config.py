@@ -74,3 +74,18 @@ class RNNConfig(BaseModel):
                 f"{self.hidden_size}); set rnn.tie_weights: false or make the sizes equal"
             )
         return self
+
+
+class AdditionConfig(BaseModel):
+    """The binary-addition toy (``arcore.rnn.toy_addition``): the lecture's Elman RNN shapes and training."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hidden_size: int = Field(16, ge=1, le=1024)
+    train_bits: int = Field(8, ge=2, le=30)
+    eval_bits: tuple[int, ...] = (8, 16, 32, 64)
+    eval_samples: int = Field(1000, ge=1)
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.02, gt=0.0)
+    seed: int = Field(0, ge=0)

@@ -26,21 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from arcore.rnn.config import AdditionConfig  # torch-free, so the CLI can show defaults without torch
 
-class AdditionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    hidden_size: int = Field(16, ge=1, le=1024)
-    train_bits: int = Field(8, ge=2, le=30)
-    eval_bits: tuple[int, ...] = (8, 16, 32, 64)
-    eval_samples: int = Field(1000, ge=1)
-    steps: int = Field(1500, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.02, gt=0.0)
-    seed: int = Field(0, ge=0)
+__all__ = ["AdditionConfig", "AdditionResult", "ElmanAdder", "addition_batch", "bits_to_int", "run_binary_addition"]
 
 
 @dataclass(frozen=True)
