@@ -10,8 +10,11 @@ as KILLED (``end_open_runs``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
+import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -122,8 +125,6 @@ class Tracker:
         Saved locally then uploaded with the client, so no fluent (thread-local) run is involved; the
         ``arcore`` sources travel in the model (``code_paths``), so it loads wherever its pip
         requirements are installed."""
-        import tempfile
-
         import mlflow.pyfunc
 
         from tasks.pyfunc import SIGNATURE, requirements
@@ -191,8 +192,6 @@ class Tracker:
             self.client.log_batch(run_id, params=items[i : i + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -239,9 +238,6 @@ class MetricBuffer:
     def add(self, step: int, metrics: Mapping[str, float]) -> None:
         if self.tracker is None or self.run_id is None:
             return
-        import math
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

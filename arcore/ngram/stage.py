@@ -40,8 +40,8 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
     np.savez(out_dir / HISTOGRAM_FILE, counts=np.bincount(np.asarray(train, dtype=np.int64),
              minlength=tok.vocab_size), logprob=histogram.logprob)
     metrics: dict[str, float] = {}
-    records = {f"ngrams_order{n}": int(k) for n, k in enumerate(next(iter(models.values())).num_ngrams(), 1)} \
-        if models else {}
+    primary = "kneser-ney" if "kneser-ney" in models else next(iter(models))  # config: at least one model
+    records = {f"ngrams_order{n}": int(k) for n, k in enumerate(models[primary].num_ngrams(), 1)}
     if len(valid):
         valid_counts = split_counts(shards_dir, "valid")
         everything = {"histogram": histogram, **models}
@@ -49,8 +49,8 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
             ev = evaluate_model(model, valid, valid_counts, tok.unk_id)
             metrics[f"{name}.valid_perplexity"] = ev.perplexity_per_token
             metrics[f"{name}.valid_bits_per_byte"] = ev.bits_per_byte
-    arpa = [f"{name}.arpa.gz" for name in ("kneser-ney", *models) if name in models][:1]
-    return StageOutput(metrics=metrics, records=records, artifacts=("models.json", ZIPF_PNG, *arpa))
+    return StageOutput(metrics=metrics, records=records,
+                       artifacts=("models.json", ZIPF_PNG, f"{primary}.arpa.gz"))
 
 
 def plot_counts_of_counts(per_order: list, path: Path) -> Path:
