@@ -43,3 +43,19 @@ def read_runs(work_dir: Path, last: Optional[int] = None) -> list[dict]:
         except (OSError, ValueError):
             continue
     return records[-last:] if last else records
+
+
+def latest_outputs(work_dir: Path, stages: tuple[str, ...]) -> dict[str, Path]:
+    """Output directories of ``stages`` that belong together: those of the latest finished run, else
+    (for a stage that run did not have, or whose output is gone) that stage's ``LATEST`` output."""
+    from arcore.stage import MANIFEST, latest
+
+    runs = read_runs(work_dir, last=1)
+    dirs = {name: Path(s["output_dir"]) for name, s in runs[0]["stages"].items()} if runs else {}
+    out: dict[str, Path] = {}
+    for stage in stages:
+        if stage in dirs and (dirs[stage] / MANIFEST).is_file():
+            out[stage] = dirs[stage]
+        elif (d := latest(work_dir, stage)) is not None:
+            out[stage] = d.path
+    return out

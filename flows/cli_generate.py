@@ -19,22 +19,10 @@ ModelOpt = typer.Option("ngram", "--model", "-m",
 
 
 def _pipeline_outputs(config: Optional[Path], sets: list[str]) -> dict[str, Path]:
-    """Stage output dirs of the latest finished run, else each stage's latest output."""
-    from arcore.runs import read_runs
-    from arcore.stage import latest
+    from arcore.runs import latest_outputs
     from flows.cli import prepare
 
-    cfg = prepare(config, sets)
-    runs = read_runs(cfg.work_dir, last=1)
-    dirs = {name: Path(s["output_dir"]) for name, s in runs[0]["stages"].items()} if runs else {}
-    for stage in ("tokenizer", "ngram", "rnn", "transformer"):
-        if stage not in dirs or not (dirs[stage] / "manifest.json").is_file():
-            d = latest(cfg.work_dir, stage)
-            if d is not None:
-                dirs[stage] = d.path
-            else:
-                dirs.pop(stage, None)
-    return dirs
+    return latest_outputs(prepare(config, sets).work_dir, ("tokenizer", "ngram", "rnn", "transformer"))
 
 
 def _load(model: str, config: Optional[Path], sets: list[str]):
