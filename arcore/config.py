@@ -11,12 +11,13 @@ is validated before any work starts; an error names the key and what is allowed:
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from arcore.errors import ConfigError
 from arcore.compare import EvaluateConfig
@@ -44,6 +45,29 @@ class TrackingConfig(BaseModel):
     request_max_retries: int = Field(1, ge=0, le=10)
 
 
+class RunnerSpec(BaseModel):
+    """Where stages run their map steps (shard encoding, n-gram counting), parsed from ``runner``:
+    ``local`` (in the stage's process), ``dask`` (a local Dask cluster), ``dask://HOST:PORT`` (an
+    existing scheduler). Never part of a stage key: every runner writes byte-identical outputs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dask: bool = False
+    address: Optional[str] = None  # tcp://HOST:PORT of an existing scheduler
+
+    @classmethod
+    def parse(cls, text: str) -> "RunnerSpec":
+        """``"local"`` -> local; ``"dask"`` -> local cluster; ``"dask://10.0.0.5:8786"`` -> tcp://10.0.0.5:8786."""
+        if text == "local":
+            return cls()
+        if text == "dask":
+            return cls(dask=True)
+        match = re.fullmatch(r"(?:dask|tcp)://([A-Za-z0-9._-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})", text)
+        if match is None or not 0 < int(match.group(2)) < 65536:
+            raise ValueError(f"{text!r} is not a runner; use local, dask, or dask://HOST:PORT")
+        return cls(dask=True, address=f"tcp://{match.group(1)}:{match.group(2)}")
+
+
 class PipelineConfig(BaseModel):
     """Everything a pipeline run reads. Stage sections are named after their stages."""
 
@@ -54,6 +78,9 @@ class PipelineConfig(BaseModel):
         default_factory=lambda: ["ngram", "rnn"], min_length=1,
         description="model stages to run; the transformer is opt-in (configs/transformer.toml)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    runner: str = Field("local", description="where map steps run: local, dask (a local cluster), "
+                                             "or dask://HOST:PORT (an existing scheduler)")
+    dask_workers: int = Field(2, ge=1, le=256, description="worker processes of the local cluster (runner dask)")
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
@@ -62,6 +89,15 @@ class PipelineConfig(BaseModel):
     transformer: TransformerConfig = Field(default_factory=TransformerConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @field_validator("runner")
+    @classmethod
+    def _runner(cls, value: str) -> str:
+        RunnerSpec.parse(value)
+        return value
+
+    def runner_spec(self) -> RunnerSpec:
+        return RunnerSpec.parse(self.runner)
 
     def section(self, name: str) -> dict[str, Any]:
         return getattr(self, name).model_dump(mode="json")

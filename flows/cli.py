@@ -1,6 +1,7 @@
 """The ``arpipe`` command line.
 
-    arpipe run [--from STAGE]        the whole pipeline; --from recomputes STAGE and what follows
+    arpipe run [--from STAGE]        the whole pipeline; --from recomputes STAGE and what follows;
+                                     --runner dask fans shard encoding and n-gram counting out on Dask
     arpipe stage NAME                recompute exactly one stage on the latest upstream outputs
     arpipe status                    per stage: is its output for this config there, and where
     arpipe serve --cron EXPR         serve the pipeline on a schedule (needs a Prefect server)
@@ -35,6 +36,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML or YAML config file", dir_okay=False)
 SetOpt = typer.Option([], "--set", help="override: section.key=value (repeatable)")
 JsonOpt = typer.Option(False, "--json", help="print one JSON summary on stdout at the end")
+RunnerOpt = typer.Option(None, "--runner", help="where map steps run: local, dask (a local cluster) or "
+                                                "dask://HOST:PORT (an existing scheduler); same as --set runner=...")
 
 
 def fail(message: str, code: int) -> "typer.Exit":
@@ -42,10 +45,10 @@ def fail(message: str, code: int) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def prepare(config: Optional[Path], sets: list[str]) -> PipelineConfig:
+def prepare(config: Optional[Path], sets: list[str], runner: Optional[str] = None) -> PipelineConfig:
     """Validate the config and point Prefect at the project's work dir, before any work starts."""
     try:
-        cfg = load_config(config, sets)
+        cfg = load_config(config, [*sets, *([f"runner={runner}"] if runner else [])])
     except ConfigError as e:
         raise fail(str(e), 2)
     work = Path(cfg.work_dir).resolve()
@@ -96,9 +99,10 @@ def print_summary(summary: dict) -> None:
 def run(
     from_: Optional[str] = typer.Option(None, "--from", help="recompute this stage and all later ones"),
     config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, json_out: bool = JsonOpt,
+    runner: Optional[str] = RunnerOpt,
 ) -> None:
     """Run the whole pipeline, reusing every stage whose output for this config exists."""
-    cfg = prepare(config, set_)
+    cfg = prepare(config, set_, runner)
     _check_stage(from_)
     execute(cfg, json_out, rerun_from=from_)
 
@@ -107,9 +111,10 @@ def run(
 def stage(
     name: str = typer.Argument(..., help="stage to recompute"),
     config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, json_out: bool = JsonOpt,
+    runner: Optional[str] = RunnerOpt,
 ) -> None:
     """Recompute exactly one stage (ignoring its cache) on the latest upstream outputs."""
-    cfg = prepare(config, set_)
+    cfg = prepare(config, set_, runner)
     _check_stage(name)
     execute(cfg, json_out, only=name)
 

@@ -27,11 +27,12 @@ def serve_command(
     name: str = typer.Option("scheduled", "--name", help="deployment name (flow arpipe, deployment NAME)"),
     config: Optional[Path] = _CONFIG,
     set_: list[str] = _SET,
+    runner: Optional[str] = typer.Option(None, "--runner", help="local, dask or dask://HOST:PORT (see arpipe run)"),
 ) -> None:
     """Serve the pipeline on a cron schedule against the Prefect server in PREFECT_API_URL (blocks)."""
     from flows.cli import fail, prepare
 
-    cfg = prepare(config, set_)
+    cfg = prepare(config, set_, runner)
     from flows.ops import serve_pipeline, validate_cron
 
     try:

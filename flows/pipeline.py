@@ -32,6 +32,7 @@ from arcore.stage import require_latest
 from flows.logs import quiet_user_errors
 from flows.stages import STAGE_NAMES, STAGES, Stage, get_stage, make_context, upstream_names
 from tasks.contract import StageRef, StageResult
+from tasks.fanout import fan_out
 from tasks.register import register
 from tasks.tracking import Tracker
 
@@ -55,15 +56,16 @@ def pipeline(
     results: list[dict] = []
     decisions: list[dict] = []
     try:
-        refs: dict[str, StageRef] = {}
-        force_from = STAGE_NAMES.index(rerun_from) if rerun_from else len(STAGES)
-        for i, stage in enumerate(STAGES):
-            if (only and stage.name != only) or not stage.selected(config):
-                continue
-            upstream = {u: _latest_ref(config, u) if only else refs[u] for u in upstream_names(stage, config)}
-            result = _run_stage(stage, config, tracker, parent, upstream, results,
-                                force=bool(only) or i >= force_from, flow_run_id=flow_run_id)
-            refs[stage.name] = result.ref()
+        with fan_out(flow_run_id, config):  # a Dask cluster for map steps, when config.runner asks for one
+            refs: dict[str, StageRef] = {}
+            force_from = STAGE_NAMES.index(rerun_from) if rerun_from else len(STAGES)
+            for i, stage in enumerate(STAGES):
+                if (only and stage.name != only) or not stage.selected(config):
+                    continue
+                upstream = {u: _latest_ref(config, u) if only else refs[u] for u in upstream_names(stage, config)}
+                result = _run_stage(stage, config, tracker, parent, upstream, results,
+                                    force=bool(only) or i >= force_from, flow_run_id=flow_run_id)
+                refs[stage.name] = result.ref()
         if config.registry.enabled and not only:
             decisions = register(config.registry, tracker, parent, results,
                                  {name: refs[name].digest for name in ("ingest", "tokenizer")}, refs["ingest"].path)
@@ -73,7 +75,8 @@ def pipeline(
     except BaseException:
         tracker.end_open_runs("FAILED")
         raise
-    summary = {"flow_run_id": flow_run_id, "mlflow_run_id": parent, "stages": results, "registry": decisions}
+    summary = {"flow_run_id": flow_run_id, "mlflow_run_id": parent, "runner": config.runner, "stages": results,
+               "registry": decisions}
     gate = [d for d in decisions if d["gate_failed"]]
     tracker.client.set_tag(parent, "arpipe.gate", "failed" if gate else "passed")
     tracker.end_run(parent, "FAILED" if gate else "FINISHED")

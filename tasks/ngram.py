@@ -1,14 +1,21 @@
-"""ngram: token shards -> counts, histogram and n-gram models (arcore.ngram.stage.build_ngram)."""
+"""ngram: token shards -> counts, histogram and n-gram models (arcore.ngram.stage.build_ngram).
+
+With ``--runner dask`` each shard's n-grams are counted by a Dask worker (``tasks/fanout.py``) and the
+counts merged here; the tables and models are identical to a local run.
+"""
 
 from prefect import task
 
 from arcore.ngram.fit import NGramConfig
 from arcore.ngram.stage import build_ngram
 from tasks.contract import StageContext, StageResult, run_stage, stage_cache_key
+from tasks.fanout import mapper_for
 
 
 @task(name="ngram", cache_key_fn=stage_cache_key, persist_result=True)
 def ngram(ctx: StageContext) -> StageResult:
     cfg = NGramConfig.model_validate(ctx.config)
     tokenizer_dir, shards_dir = ctx.upstream_path("tokenizer"), ctx.upstream_path("shards")
-    return run_stage(ctx, lambda out_dir, progress: build_ngram(cfg, tokenizer_dir, shards_dir, out_dir, progress))
+    mapper = mapper_for(ctx, "count")
+    return run_stage(ctx, lambda out_dir, progress: build_ngram(cfg, tokenizer_dir, shards_dir, out_dir, progress,
+                                                                mapper))

@@ -12,12 +12,16 @@ predicted. n-grams never cross documents. The unigram ``<s>`` counts documents. 
     ids [5, 6, 2, 5, 2] with eos 2, bos 1  ->  <s> 5 6 </s> | <s> 5 </s>
     unigrams {<s>: 2, 5: 2, 6: 1, </s>: 2}; bigrams {(<s>,5): 2, (5,6): 1, (6,</s>): 1, (5,</s>): 1}
 
-How it scales: the map step counts one chunk of whole documents at a time with numpy only (each order
+How it scales: the map step (``count_chunk``) counts one chunk of whole documents at a time with numpy only (each order
 is one ``np.unique`` over int64 keys ``rank(prefix) * V + word``, so no Python loop per token) and
 produces a sorted run per order. Runs stay in memory until they exceed half the memory budget, then are
 merged and spilled to Parquet under ``spill_dir``. The reduce step works one order at a time and folds
 the spilled runs into the result one by one (re-ranking rows column by column, then summing duplicates),
-so beyond the result itself it holds one run.
+so beyond the result itself it holds one run. Chunks are cut at document ends, at most
+``memory_budget / (48 * order)`` tokens each, and at every extra cut the caller gives (the pipeline passes
+shard boundaries: counting is then per shard). A ``mapper`` (``arcore.parallel``) runs the map step
+elsewhere, e.g. one Dask task per chunk; counts are exact sums, so any chunking and any mapper give
+identical tables.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +39,7 @@ import pyarrow.parquet as pq
 
 from arcore.io import atomic_write_with
 from arcore.errors import InputError, StageError
+from arcore.parallel import OptionalMapper
 
 Progress = Optional[Callable[[int, Optional[int]], None]]
 
@@ -97,8 +103,9 @@ def with_bos(ids: np.ndarray, bos_id: int, eos_id: int) -> tuple[np.ndarray, np.
     return ext, offset
 
 
-def _count_chunk(ids: np.ndarray, order: int, vocab: int, bos_id: int, eos_id: int):
-    """One sorted run per order for a chunk of whole documents (the map step)."""
+def count_chunk(ids: np.ndarray, order: int, vocab: int, bos_id: int, eos_id: int):
+    """One sorted run per order for a chunk of whole documents (the map step): ``(mats, cnts)``, where
+    ``mats[n-1]`` holds the chunk's distinct n-grams sorted and ``cnts[n-1]`` their counts."""
     ext, offset = with_bos(ids, bos_id, eos_id)
     uni, uni_counts = np.unique(ext, return_counts=True)
     mats, cnts = [uni[:, None]], [uni_counts.astype(np.int64)]
@@ -150,14 +157,18 @@ def merge_runs(mats: list[np.ndarray], cnts: list[np.ndarray], vocab: int) -> tu
 
 def count_ngrams(ids: np.ndarray, order: int, bos_id: int, eos_id: int, *, vocab_size: int | None = None,
                  memory_budget_bytes: int = 1 << 30, spill_dir: Path | None = None,
-                 progress: Progress = None) -> NGramCounts:
+                 progress: Progress = None, cuts: Sequence[int] = (),
+                 mapper: OptionalMapper = None) -> NGramCounts:
     """Raw counts of all n-grams of orders 1..``order`` (see the module docstring for conventions).
 
     ``memory_budget_bytes`` sizes the chunks and bounds the sorted runs held in memory; the merged result
     itself (one row per distinct n-gram) is not bounded by it. Runs spill under ``spill_dir`` when given
     (the caller owns and removes it), else under a temporary directory removed on return.
-    ``progress(tokens_done, tokens_total)`` is called after each chunk.
+    ``progress(tokens_done, tokens_total)`` is called after each chunk. ``cuts``: offsets into ``ids``
+    where a chunk must also end (each must follow an ``eos_id``). ``mapper`` runs ``count_chunk`` on the
+    chunks, in order (``None``: here, one after another).
     """
+    stored = np.asarray(ids)  # chunks are sliced from the stored dtype (uint16 ids ship at 2 bytes/token)
     ids = np.asarray(ids, dtype=np.int64)
     if order < 1:
         raise InputError(f"order must be >= 1, got {order}")
@@ -165,17 +176,14 @@ def count_ngrams(ids: np.ndarray, order: int, bos_id: int, eos_id: int, *, vocab
     if ids.size and (ids.min() < 0 or ids.max() >= vocab):
         raise InputError(f"token ids must lie in [0, {vocab}); got [{ids.min()}, {ids.max()}]")
     document_starts(ids, eos_id)
-    chunk = max(4096, memory_budget_bytes // (_BYTES_PER_TOKEN_ORDER * order))
-    ends = np.flatnonzero(ids == eos_id) + 1
-    cuts = np.unique(ends[np.minimum(np.searchsorted(ends, np.arange(chunk, ids.size, chunk)), ends.size - 1)]) \
-        if ends.size else np.zeros(0, dtype=np.int64)
-    bounds = np.concatenate([[0], cuts[cuts < ids.size], [ids.size]]).astype(np.int64)
+    bounds = chunk_bounds(ids, eos_id, max(4096, memory_budget_bytes // (_BYTES_PER_TOKEN_ORDER * order)), cuts)
+    count = partial(count_chunk, order=order, vocab=vocab, bos_id=bos_id, eos_id=eos_id)
+    chunks = (stored[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1))
     runs: list[tuple[list, list]] = []
     spilled: list[Path] = []
     held = 0
     tmp_owner = None
-    for i in range(len(bounds) - 1):
-        mats, cnts = _count_chunk(ids[bounds[i]:bounds[i + 1]], order, vocab, bos_id, eos_id)
+    for i, (mats, cnts) in enumerate((mapper or map)(count, chunks)):
         runs.append((mats, cnts))
         held += sum(m.nbytes + c.nbytes for m, c in zip(mats, cnts))
         if held > memory_budget_bytes // 2 and i < len(bounds) - 2:
@@ -197,6 +205,24 @@ def count_ngrams(ids: np.ndarray, order: int, bos_id: int, eos_id: int, *, vocab
     if tmp_owner is not None:
         tmp_owner.cleanup()
     return NGramCounts(order, vocab, bos_id, eos_id, tuple(out_mats), tuple(out_cnts))
+
+
+def chunk_bounds(ids: np.ndarray, eos_id: int, chunk_tokens: int, cuts: Sequence[int] = ()) -> np.ndarray:
+    """Offsets ``[0, ..., len(ids)]`` cutting ``ids`` into chunks of whole documents: after the document
+    that reaches each multiple of ``chunk_tokens``, and at every offset in ``cuts``.
+
+    ``[5, 6, 2, 5, 2, 7, 2]`` (eos 2), ``chunk_tokens=2`` -> ``[0, 3, 5, 7]``; with ``cuts=[5]`` the same.
+    """
+    ends = np.flatnonzero(ids == eos_id) + 1
+    if not ends.size:
+        return np.array([0, ids.size], dtype=np.int64)
+    budget = ends[np.minimum(np.searchsorted(ends, np.arange(chunk_tokens, ids.size, chunk_tokens)), ends.size - 1)]
+    extra = np.asarray(cuts, dtype=np.int64)
+    if extra.size and not np.isin(extra[(extra > 0) & (extra < ids.size)], ends).all():
+        raise InputError("chunk cuts must fall right after an eos_id (between documents)")
+    inner = np.union1d(budget, extra)
+    inner = inner[(inner > 0) & (inner < ids.size)]
+    return np.concatenate([[0], inner, [ids.size]]).astype(np.int64)
 
 
 def _spill(runs, order: int, vocab: int, spill_dir: Path, index: int) -> Path:

@@ -33,6 +33,7 @@ from arcore.ngram.index import NGramIndex
 from arcore.ngram.interpolation import estimate_interpolated
 from arcore.ngram.katz import estimate_katz
 from arcore.ngram.kneser_ney import estimate_kneser_ney
+from arcore.parallel import OptionalMapper
 
 Smoothing = Literal["mle", "laplace", "add-k", "interpolated", "katz", "kneser-ney"]
 SMOOTHINGS: tuple[str, ...] = ("mle", "laplace", "add-k", "interpolated", "katz", "kneser-ney")
@@ -89,9 +90,12 @@ def estimate(name: str, counts: NGramCounts | NGramIndex, *, valid_ids: np.ndarr
 
 def fit_ngram_models(cfg: NGramConfig, train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int,
                      bos_id: int, eos_id: int, unk_id: int | None, work_dir: Path,
-                     progress: Callable[[int, Optional[int]], None] | None = None
-                     ) -> dict[str, BackoffModel]:
+                     progress: Callable[[int, Optional[int]], None] | None = None,
+                     cuts: Sequence[int] = (), mapper: OptionalMapper = None) -> dict[str, BackoffModel]:
     """Count ``train_ids`` once and estimate ``cfg.models``; returns the models by name.
+
+    ``cuts`` and ``mapper`` go to ``count_ngrams`` (chunk boundaries such as shard ends; where the map
+    step runs); they change where the work happens, never the models.
 
     Sorted runs spill under ``work_dir/spill`` (removed afterwards); the merged count tables are written
     to ``work_dir/counts/order{n}.parquet`` (``load_counts`` reads them, e.g. for a counts-of-counts plot).
@@ -100,7 +104,7 @@ def fit_ngram_models(cfg: NGramConfig, train_ids: np.ndarray, valid_ids: np.ndar
     work_dir.mkdir(parents=True, exist_ok=True)
     counts = count_ngrams(train_ids, cfg.order, bos_id, eos_id, vocab_size=vocab_size,
                           memory_budget_bytes=cfg.memory_budget_mb << 20, spill_dir=work_dir / "spill",
-                          progress=progress)
+                          progress=progress, cuts=cuts, mapper=mapper)
     save_counts(counts, work_dir / "counts")
     shutil.rmtree(work_dir / "spill", ignore_errors=True)
     index = NGramIndex.from_counts(counts)

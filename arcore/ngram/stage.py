@@ -5,6 +5,9 @@ In: the tokenizer directory and the shards directory. Out, in ``out_dir``: ``cou
 estimation by counting, with ``histogram_pseudocount``),
 one ``<model>.arpa.gz`` + ``<model>.npz`` per estimator (``models.json`` lists them), and metrics per model on
 the valid split: perplexity per token and bits per byte (``arcore.evaluate`` conventions).
+
+Counting is per shard: the train ids are cut at shard boundaries (and by the memory budget), and a
+``mapper`` (``arcore.parallel``; the pipeline's Dask runner) may count the chunks elsewhere.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from arcore.evaluate import evaluate_model
 from arcore.ngram.fit import NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
 from arcore.ngram.counts import counts_of_counts, load_counts
 from arcore.ngram.histogram import UnigramModel
+from arcore.parallel import OptionalMapper
+from arcore.shards.manifest import load_complete_manifest
 from arcore.shards.reader import read_ids
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.store import LoadedTokenizer, load_tokenizer
@@ -27,12 +32,13 @@ ZIPF_PNG = "counts_of_counts.png"
 
 
 def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir: Path,
-                progress: Progress = None) -> StageOutput:
+                progress: Progress = None, mapper: OptionalMapper = None) -> StageOutput:
     tok = load_tokenizer(tokenizer_dir)
     train = read_ids(shards_dir, "train", tok.sha256)
     valid = read_ids(shards_dir, "valid", tok.sha256)
+    shard_ends = np.cumsum([s.tokens for s in load_complete_manifest(shards_dir, "train").shards])
     models = fit_ngram_models(cfg, train, valid, tok.vocab_size, tok.bos_id, tok.eos_id, tok.unk_id,
-                              work_dir=out_dir, progress=progress)
+                              work_dir=out_dir, progress=progress, cuts=shard_ends[:-1], mapper=mapper)
     vocab = [tok.tokenizer.id_to_token(i) for i in range(tok.vocab_size)]
     save_ngram_models(models, out_dir, words=vocab, arpa_suffix=".arpa.gz")
     plot_counts_of_counts(counts_of_counts(load_counts(Path(out_dir) / "counts")), Path(out_dir) / ZIPF_PNG)

@@ -6,8 +6,10 @@ Input: ``<ingest_dir>/documents.parquet`` and the tokenizer directory (its ``tok
 (``arcore.shards.manifest``). Every split gets a manifest, an empty valid/test split one with no shards.
 
 Map and reduce: documents are read in batches, each batch is encoded by the pure ``encode_documents``
-(the map; here run as its Rust half in a worker thread and its Python half ``lay_out`` here), and ``ShardWriter`` (the reduce) cuts the ordered stream into shards. A distributed runner
-can fan the map out and feed results back in order without changing this code's output.
+(the map), and ``ShardWriter`` (the reduce) cuts the ordered stream into shards. Without a mapper the
+map runs here, its Rust half in a worker thread overlapping its Python half ``lay_out``; with one
+(``arcore.parallel``, e.g. the pipeline's Dask runner) every batch is an ``EncodeJob`` mapped in order.
+Shard boundaries depend on documents and ``shard_tokens`` only, so both give byte-identical shards.
 
 Resume: when ``out_dir`` already holds a manifest for a split (a relaunch after a kill), its shards are
 checked against their sha256 and against the current tokenizer's digest, the sha256 of
@@ -19,6 +21,7 @@ checksum are refused with a ``StageError``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,14 +31,15 @@ from tokenizers import Encoding
 
 from arcore.errors import InputError, StageError
 from arcore.shards.config import ShardsConfig
-from arcore.shards.encode import EncodedBatch, lay_out
+from arcore.parallel import OptionalMapper
+from arcore.shards.encode import EncodedBatch, EncodeJob, encode_job, lay_out
 from arcore.shards.manifest import TOTALS, ShardManifest, check_tokenizer, read_manifest, verify_shards
 from arcore.shards.schema import ids_dtype, manifest_name
 from arcore.shards.writer import ShardWriter
 from arcore.stage import Progress, StageOutput
 from arcore.io import sha256_file
 from arcore.tokenize.corpus import SPLITS, count_documents, documents_path, iter_document_batches
-from arcore.tokenize.store import LoadedTokenizer, load_tokenizer
+from arcore.tokenize.store import TOKENIZER_FILE, LoadedTokenizer, load_tokenizer
 
 
 # A resumed split must have been started with the same values, or its shards would not fit together.
@@ -47,9 +51,12 @@ Batches = Iterator[tuple[list[str], list[str]]]
 
 
 def build_shards(
-    cfg: ShardsConfig, ingest_dir: Path, tokenizer_dir: Path, out_dir: Path, progress: Progress = None
+    cfg: ShardsConfig, ingest_dir: Path, tokenizer_dir: Path, out_dir: Path, progress: Progress = None,
+    mapper: OptionalMapper = None,
 ) -> StageOutput:
-    """Encode every split and write its shards and manifest into ``out_dir`` (resuming if started)."""
+    """Encode every split and write its shards and manifest into ``out_dir`` (resuming if started).
+
+    ``mapper`` (``arcore.parallel``) runs the encoding of each batch elsewhere; ``None`` encodes here."""
     out_dir = Path(out_dir)
     loaded = load_tokenizer(tokenizer_dir)
     total = count_documents(ingest_dir)
@@ -68,7 +75,9 @@ def build_shards(
             documents = iter_document_batches(ingest_dir, split, cfg.batch_documents, cfg.batch_chars)
             batches = _skip(documents, manifest.documents)
             with ShardWriter(out_dir, manifest) as writer:
-                for batch in _encode_ahead(loaded, batches, manifest.dtype):
+                encoded = _encode_ahead(loaded, batches, manifest.dtype) if mapper is None else \
+                    mapper(encode_job, _jobs(loaded, tokenizer_dir, batches, manifest.dtype))
+                for batch in encoded:
                     writer.add(batch)
                     encoded_bytes += int(batch.source_bytes.sum())
                     done += batch.documents
@@ -133,6 +142,16 @@ def _encode_ahead(loaded: LoadedTokenizer, batches: Batches, dtype: str) -> Iter
             pending = submitted
         if pending is not None:
             yield lay_out(pending[0], pending[1], pending[2].result(), loaded.eos_id, loaded.unk_id, dtype)
+
+
+def _jobs(loaded: LoadedTokenizer, tokenizer_dir: Path, batches: Batches, dtype: str) -> Iterator[EncodeJob]:
+    path = Path(tokenizer_dir) / TOKENIZER_FILE
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != loaded.sha256:
+        raise StageError(f"{path} changed while the shards stage was running; rerun the tokenizer stage")
+    text = data.decode("utf-8")
+    for doc_ids, texts in batches:
+        yield EncodeJob(loaded.sha256, text, doc_ids, texts, loaded.eos_id, loaded.unk_id, dtype)
 
 
 def _skip(batches: Batches, documents: int) -> Batches:

@@ -66,3 +66,25 @@ def test_bad_files(tmp_path):
     other.write_text("")
     with pytest.raises(ConfigError, match="use a .toml, .yaml or .yml file"):
         load_config(other)
+
+
+@pytest.mark.parametrize("text, dask, address", [
+    ("local", False, None), ("dask", True, None), ("dask://127.0.0.1:8786", True, "tcp://127.0.0.1:8786"),
+    ("dask://scheduler.internal:8786", True, "tcp://scheduler.internal:8786"), ("tcp://10.0.0.5:1", True, "tcp://10.0.0.5:1"),
+])
+def test_runner_spec(text, dask, address):
+    spec = load_config(overrides=[f"runner={text}"]).runner_spec()
+    assert (spec.dask, spec.address) == (dask, address)
+
+
+@pytest.mark.parametrize("text", ["threads", "dask://", "dask://host", "dask://host:0", "dask://host:70000", "http://h:1"])
+def test_bad_runner_names_the_choices(text):
+    with pytest.raises(ConfigError, match="use local, dask, or dask://HOST:PORT"):
+        load_config(overrides=[f"runner={text}"])
+
+
+def test_runner_is_not_part_of_any_stage_key():
+    """Every runner writes byte-identical outputs, so switching runners reuses them."""
+    local, dask = load_config(), load_config(overrides=["runner=dask", "dask_workers=8"])
+    sections = ["ingest", "tokenizer", "shards", "ngram", "rnn", "transformer", "evaluate"]
+    assert all(local.section(name) == dask.section(name) for name in sections)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from arcore.errors import InputError
-from arcore.ngram.counts import count_ngrams, load_counts, merge_runs, save_counts, with_bos
+from arcore.ngram.counts import chunk_bounds, count_ngrams, load_counts, merge_runs, save_counts, with_bos
 
 BOS, EOS = 1, 2
 
@@ -71,6 +71,40 @@ def test_spilled_runs_equal_single_pass(tmp_path):
     for n in range(3):
         np.testing.assert_array_equal(whole.ngrams[n], chunked.ngrams[n])
         np.testing.assert_array_equal(whole.counts[n], chunked.counts[n])
+
+
+def test_chunk_bounds_hand_worked():
+    ids = np.array([5, 6, EOS, 5, EOS, 7, EOS])  # documents end at 3, 5, 7
+    assert chunk_bounds(ids, EOS, 2).tolist() == [0, 3, 5, 7]
+    assert chunk_bounds(ids, EOS, 100).tolist() == [0, 7]
+    assert chunk_bounds(ids, EOS, 100, cuts=[3]).tolist() == [0, 3, 7]
+    assert chunk_bounds(ids, EOS, 100, cuts=[0, 5, 7]).tolist() == [0, 5, 7]
+    with pytest.raises(InputError, match="after an eos_id"):
+        chunk_bounds(ids, EOS, 100, cuts=[4])
+
+
+def test_per_shard_chunks_on_a_process_pool_equal_one_pass(tmp_path):
+    """The map step in other processes, cut at every 50th document and by a small budget: same counts."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    rng = np.random.default_rng(2)
+    ids = np.concatenate([np.append(rng.integers(3, 40, size=rng.integers(1, 30)), EOS) for _ in range(2000)])
+    ids = ids.astype(np.uint16)  # shards store uint16: chunks keep it on the way to the workers
+    whole = count_ngrams(ids, 4, BOS, EOS, vocab_size=40)
+    ends = np.flatnonzero(ids == EOS) + 1
+    seen = []
+    with ProcessPoolExecutor(2) as pool:
+        def mapper(fn, items):
+            items = list(items)
+            seen.extend(len(i) for i in items)
+            return pool.map(fn, items)
+
+        fanned = count_ngrams(ids, 4, BOS, EOS, vocab_size=40, memory_budget_bytes=300_000,
+                              spill_dir=tmp_path / "spill", cuts=ends[49::50], mapper=mapper)
+    assert len(seen) >= 40 and sum(seen) == ids.size
+    for n in range(4):
+        np.testing.assert_array_equal(whole.ngrams[n], fanned.ngrams[n])
+        np.testing.assert_array_equal(whole.counts[n], fanned.counts[n])
 
 
 def test_merge_runs_example():

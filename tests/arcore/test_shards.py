@@ -130,6 +130,28 @@ def test_write_then_read_equals_encode_and_manifest_counts(shakespeare, tmp_path
     )
 
 
+def test_a_process_pool_mapper_writes_byte_identical_shards(shakespeare, tmp_path):
+    """Every batch encoded in another process from the tokenizer's JSON (as a Dask worker does): same bytes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    _, ingest, tokenizer_dir = shakespeare
+    here = build_shards(SMALL, ingest, tokenizer_dir, fresh(tmp_path / "here"))
+    jobs = []
+    with ProcessPoolExecutor(2) as pool:
+        def mapper(fn, items):
+            for job in pool.map(fn, items):
+                jobs.append(job)
+                yield job
+
+        there = build_shards(SMALL, ingest, tokenizer_dir, fresh(tmp_path / "there"), mapper=mapper)
+    assert len(jobs) == sum(-(-len(docs) // SMALL.batch_documents) for docs in shakespeare[0].values())
+    files = sorted(p.name for p in (tmp_path / "here").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "there").iterdir()) and len(files) > 6
+    for name in files:
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "there" / name).read_bytes(), name
+    assert here.records == there.records
+
+
 def test_shard_cutting_rule_worked_by_hand(tmp_path):
     """Word tokens, shard_tokens = 5. Document lengths incl. </s>: 2, 3, 1, 4, 6, 2.
     Shard 0: 2 + 3 = 5 (full). Shard 1: 1 + 4 = 5. The 6-token document exceeds a whole shard: shard 2

@@ -17,6 +17,7 @@ import yaml
 from tests.ops.conftest import ROOT
 
 SERVICES = {"postgres", "prefect-server", "mlflow", "worker"}
+DASK_SERVICES = {"dask-scheduler", "dask-worker"}  # profile "dask": started only with --profile dask
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,8 @@ def command_text(service: dict) -> str:
 
 def test_services_healthchecks_restart_and_loopback_ports(compose):
     services = compose["services"]
-    assert set(services) == SERVICES
+    assert {n for n, svc in services.items() if "profiles" not in svc} == SERVICES
+    assert {n for n, svc in services.items() if svc.get("profiles") == ["dask"]} == DASK_SERVICES
     for name, svc in services.items():
         assert svc.get("restart") in {"unless-stopped", "always"}, name
         assert svc["healthcheck"]["test"], name
@@ -73,6 +75,20 @@ def test_worker_runs_this_projects_flows_on_a_process_pool(compose):
     assert worker["build"]["dockerfile"] == "Dockerfile" and worker["working_dir"] == "/app"
     pool = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"][0]["work_pool"]["name"]
     assert "${PREFECT_WORK_POOL:-" + pool + "}" in cmd
+
+
+def test_dask_profile_runs_a_scheduler_and_workers_reporting_to_prefect(compose):
+    s = compose["services"]
+    scheduler, worker = s["dask-scheduler"], s["dask-worker"]
+    assert command_text(scheduler).startswith("dask scheduler") and "--port 8786" in command_text(scheduler)
+    assert command_text(worker).startswith("dask worker tcp://dask-scheduler:8786")
+    assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    assert worker["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    assert worker["deploy"]["replicas"] >= 2 and worker["image"] == s["worker"]["image"]
+    # the runner spec the README gives for this stack parses
+    from arcore.config import RunnerSpec
+
+    assert RunnerSpec.parse("dask://dask-scheduler:8786").address == "tcp://dask-scheduler:8786"
 
 
 def test_env_example_names_every_variable_and_holds_no_secret(compose):
