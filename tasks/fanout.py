@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections import deque
 from contextlib import contextmanager
 from itertools import count
@@ -91,12 +93,13 @@ class FanOut:
             runner = self.runner()
             pending: deque = deque()
             for item in items:
-                pending.append(runner.submit(piece.with_options(task_run_name=f"{stage}-{step}-{next(numbers):05d}"),
-                                             {"fn": fn, "item": item}))
+                named = piece.with_options(task_run_name=f"{stage}-{step}-{next(numbers):05d}")
+                with signals_deferred():
+                    pending.append(runner.submit(named, {"fn": fn, "item": item}))
                 if len(pending) >= self.window:
-                    yield pending.popleft().result()
+                    yield _result(pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield _result(pending.popleft())
 
         return run
 
@@ -104,6 +107,41 @@ class FanOut:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             runner.__exit__(None, None, None)
+
+
+def _result(future) -> Any:
+    future.wait()  # interruptible: Ctrl-C / SIGTERM while a piece runs stops the stage here
+    with signals_deferred():
+        return future.result()
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then deliver them to the handlers that were installed.
+
+    Submitting a piece serializes Prefect's run context through pydantic, which wraps any exception
+    raised inside it, Prefect's ``TerminationSignal`` included, into a ``PydanticSerializationError``:
+    a SIGTERM landing there would end the run as a crash instead of a cancellation. Submission and
+    result decoding are short, so they are made safe points: a signal that arrives during one is
+    re-delivered as soon as it ends. (Python runs signal handlers in the main thread only.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append((signum, frame))) for s in watched}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            signum, frame = caught[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler != signal.SIG_IGN:
+                os.kill(os.getpid(), signum)  # the default action, now that it is restored
 
 
 _ACTIVE: dict[str, FanOut] = {}

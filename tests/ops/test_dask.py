@@ -140,3 +140,44 @@ def test_bad_runner_is_a_config_error(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip() == ("error: invalid config: runner = 'dask://nowhere': 'dask://nowhere' is not a "
                                 "runner; use local, dask, or dask://HOST:PORT")
+
+
+def test_sigterm_during_fan_out_stops_the_cluster_and_commits_nothing(prefect_harness, tmp_path, corpus):
+    """SIGTERM while shard batches are on the workers: the run ends, its cluster's worker processes
+    are gone, the shards stage is not marked complete, and the MLflow runs are KILLED."""
+    import os
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    env = base_env(PREFECT_API_URL=prefect_harness, PREFECT_HOME=str(tmp_path / "prefect"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [f"--set=work_dir={tmp_path / 'work'}", f"--set=tracking.uri={uri}", f"--set=ingest.inputs=[{corpus}]",
+            *(f"--set={s}" for s in FAST + SMALL), "--set=shards.batch_documents=2", "--set=shards.shard_tokens=300"]
+    p = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--runner", "dask", *args], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "work" / "shards").glob(".partial-*/train-00002.parquet")):
+            assert p.poll() is None, f"arpipe exited ({p.returncode}) early: {p.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "the shards stage never wrote a shard"
+            time.sleep(0.2)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == -signal.SIGTERM, err[-2000:]  # Prefect ends the run, then dies of the signal
+        assert "Crashed('Execution was aborted by a termination signal.')" in err
+        for _ in range(100):  # the nannies and workers leave with the flow process
+            try:
+                os.killpg(p.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("processes of the Dask cluster outlived the run")
+    finally:
+        stop_group(p)
+    assert not [d for d in (tmp_path / "work" / "shards").iterdir() if not d.name.startswith(".")]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("arpipe").experiment_id])
+    assert {r.data.tags.get("arpipe.stage", "pipeline"): r.info.status for r in runs}["shards"] == "KILLED", err[-3000:]
+    assert {r.info.status for r in runs} <= {"KILLED", "FINISHED"}, err[-2000:]
