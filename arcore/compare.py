@@ -21,11 +21,11 @@ from typing import Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from arcore.decode import DecodeConfig
-from arcore.evaluate import TextCounts, compare_models, evaluate_model, plot_bits_per_byte
+from arcore.evaluate import compare_models, evaluate_model, plot_bits_per_byte, split_counts
 from arcore.generate import generate_text
 from arcore.io import atomic_write_json, atomic_write_text
 from arcore.lm import LanguageModel
-from arcore.shards.reader import read_ids, split_stats
+from arcore.shards.reader import read_ids
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.store import LoadedTokenizer
 
@@ -58,11 +58,6 @@ class EvaluateConfig(BaseModel):
             beam_width=self.beam_width, length_penalty=self.length_penalty, max_tokens=self.max_tokens,
             min_tokens=min(self.min_tokens, self.max_tokens), seed=self.seed,
         )
-
-
-def split_counts(shards_dir: Path, split: str) -> TextCounts:
-    s = split_stats(shards_dir, split)
-    return TextCounts(source_bytes=s.source_bytes, words=s.words, documents=s.documents)
 
 
 def score_models(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, shards_dir: Path,

@@ -63,6 +63,14 @@ class TextCounts:
     documents: int
 
 
+def split_counts(shards_dir: Path, split: str) -> TextCounts:
+    """The denominators of a shards split, from its manifest (counted as ``TextCounts`` says)."""
+    from arcore.shards.reader import split_stats
+
+    s = split_stats(shards_dir, split)
+    return TextCounts(source_bytes=s.source_bytes, words=s.words, documents=s.documents)
+
+
 def count_text(texts: Iterable[str]) -> TextCounts:
     """``count_text(["a b", "c"]) -> TextCounts(source_bytes=6, words=3, documents=2)``."""
     source_bytes = words = documents = 0

@@ -3,7 +3,7 @@
 A stage's output lives in ``<work_dir>/<stage>/<key>/`` where
 
     key = sha256(stage name, the config section it reads, the digests of its upstream outputs,
-                 arcore version)[:16]
+                 the digest of the library code it runs, arcore version)[:16]
 
 so equal inputs and settings map to the same directory and anything that changes the result changes the
 key. The directory is built under ``.partial-<key>`` and renamed into place only after ``manifest.json``

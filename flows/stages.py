@@ -13,6 +13,7 @@ from typing import Callable, Optional
 from arcore.config import PipelineConfig
 from arcore.ingest import inputs_digest
 from arcore.io import DigestCache
+from arcore.provenance import code_digest
 from arcore.stage import StageDir, stage_key
 from tasks.contract import StageContext, StageRef
 from tasks.evaluate import evaluate
@@ -66,9 +67,11 @@ def get_stage(name: str) -> Stage:
 
 
 def make_context(stage: Stage, cfg: PipelineConfig, upstream: dict[str, StageRef], **extra) -> StageContext:
-    """The stage's key from its config section, its upstream output digests and the library version."""
+    """The stage's key from its config section, its upstream output digests, the library code its task
+    runs (``arcore.provenance.code_digest``) and the library version."""
     section = cfg.section(stage.name)
     digests = {name: ref.digest for name, ref in upstream.items()}
+    digests["code"] = code_digest(stage.task.fn.__module__)
     if stage.external:
         digests.update(stage.external(cfg))
     key = stage_key(stage.name, section, digests)

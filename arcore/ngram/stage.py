@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arcore.compare import split_counts
-from arcore.evaluate import evaluate_model
+from arcore.evaluate import evaluate_model, split_counts
 from arcore.ngram.fit import NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
 from arcore.ngram.counts import counts_of_counts, load_counts
 from arcore.ngram.histogram import UnigramModel

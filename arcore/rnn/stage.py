@@ -15,8 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from arcore.compare import split_counts
-from arcore.evaluate import evaluate_model
+from arcore.evaluate import evaluate_model, split_counts
 from arcore.io import atomic_write_json
 from arcore.rnn.config import RNNConfig
 from arcore.rnn.diagnostics import plot_gradient_norms

@@ -16,8 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from arcore.compare import split_counts
-from arcore.evaluate import evaluate_model
+from arcore.evaluate import evaluate_model, split_counts
 from arcore.io import atomic_write_json
 from arcore.rnn.train import MODEL_DIR, EpochCallback, StepCallback
 from arcore.shards.reader import read_ids

@@ -116,3 +116,16 @@ def test_plateau_annealing_divides_lr_and_best_model_is_kept(tmp_path):
     model = load_model(result.model_dir, vocab_size=10)  # the best epoch's weights, not the last
     again = evaluate(model, batchify(valid_ids, cfg.eval_batch_size), cfg.bptt, DistContext(), amp=False)
     assert again == pytest.approx(best, rel=1e-6)
+
+
+def test_equal_training_writes_equal_bytes(tmp_path):
+    """The stage's output digest covers its files: two equal trainings must write identical files
+    (wall-clock figures stay out of the checkpoint and history; they go to metrics and callbacks)."""
+    ids = _cycle(1200)
+    cfg = RNNConfig(emb_size=16, hidden_size=16, batch_size=4, bptt=10, epochs=2, eval_batch_size=2)
+    first, second = (train_rnn(cfg, ids, ids[:300], 10, tmp_path / name) for name in ("a", "b"))
+    assert first.tokens_per_s > 0 and all("tokens_per_s" not in h for h in first.history)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

@@ -148,7 +148,7 @@ def _documents(ingest: Path) -> None:
 
 
 def test_stage_writes_model_history_attention_map_and_per_document_figures(tmp_path):
-    from arcore.compare import split_counts
+    from arcore.evaluate import split_counts
     from arcore.evaluate import evaluate_model
     from arcore.shards import ShardsConfig, build_shards, read_ids
     from arcore.tokenize import TokenizerConfig, build_tokenizer, load_tokenizer
