@@ -60,6 +60,12 @@ def decode_config(params: Optional[dict[str, Any]]):
 
 
 class TextGenerator(mlflow.pyfunc.PythonModel):
+    # The input columns and params are declared in SIGNATURE; MLflow's predict type hints cannot express a
+    # DataFrame's columns (pd.DataFrame is inferred as AnyType), so its type-hint wrapper would validate
+    # nothing and warn on every load of this file (several times per pipeline run). MLflow reads this
+    # attribute in PythonModel.__init_subclass__ to skip that wrapper; schema enforcement is unchanged.
+    _skip_type_hint_validation = True
+
     def load_context(self, context) -> None:
         from arcore.generate import load_bundle
 

@@ -101,6 +101,12 @@ def test_pyfunc_from_the_ngram_run(trained):
     again = model.predict(pd.DataFrame({"prompt": ["The cat"]}),
                           params={"strategy": "top-p", "top_p": 0.9, "max_tokens": 10, "seed": 1})
     assert again.text[0] == out.text[0]
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="prompt"):  # the signature is enforced: the column is required
+        model.predict(pd.DataFrame({"text": ["The cat"]}))
+    with pytest.raises(MlflowException, match="strategy"):  # and params are typed
+        model.predict(pd.DataFrame({"prompt": ["The cat"]}), params={"strategy": 3})
     r = CliRunner().invoke(app, ["generate", "--model", uri, "--prompt", "The cat", "--strategy", "greedy"],
                            env={"MLFLOW_TRACKING_URI": trained["uri"]})
     assert r.exit_code == 0 and r.output.startswith("The cat"), r.output
