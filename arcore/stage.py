@@ -138,6 +138,22 @@ def latest(work_dir: Path, stage: str) -> Optional[StageDir]:
     return d if d.is_complete() else None
 
 
+def config_differences(built: Mapping[str, Any], wanted: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Settings that differ between two config sections, flattened, as ``key: built -> wanted``.
+
+    ``{"vocab_size": 4096, "kind": "bpe"}`` vs ``{"vocab_size": 800, "kind": "bpe"}``
+    -> ``["vocab_size: 4096 -> 800"]``.
+    """
+    out = []
+    for k in sorted(set(built) | set(wanted)):
+        a, b = built.get(k), wanted.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
 def require_latest(work_dir: Path, stage: str) -> StageDir:
     d = latest(work_dir, stage)
     if d is None:

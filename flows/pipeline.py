@@ -28,7 +28,7 @@ from arcore.config import PipelineConfig
 from arcore.errors import ConfigError, GateFailed
 from arcore.generate import export_bundle
 from arcore.runs import record_run
-from arcore.stage import require_latest
+from arcore.stage import config_differences, require_latest
 from flows.logs import quiet_user_errors
 from flows.stages import STAGE_NAMES, STAGES, Stage, get_stage, make_context, upstream_names
 from tasks.contract import StageRef, StageResult
@@ -120,8 +120,16 @@ def _log_generators(tracker: Tracker, run_id: str, names: tuple[str, ...], upstr
 
 
 def _latest_ref(config: PipelineConfig, stage: str) -> StageRef:
+    """The upstream output ``arpipe stage`` reads: the stage's latest, whatever config built it (said so
+    when it is not this run's config, so a recomputed stage is never silently paired with other settings)."""
     d = require_latest(config.work_dir, stage)
-    return StageRef(stage=stage, key=d.key, path=str(d.path), digest=d.manifest().digest)
+    manifest = d.manifest()
+    differences = config_differences(manifest.config, config.section(stage))
+    if differences:
+        get_run_logger().warning(
+            "%s: using its latest output %s, built with other settings than this config (%s); run `arpipe run` "
+            "to build the configured %s first", stage, d.key, "; ".join(differences[:5]), stage)
+    return StageRef(stage=stage, key=d.key, path=str(d.path), digest=manifest.digest)
 
 
 def _publish(tracker: Tracker, parent: str, summary: dict) -> None:

@@ -84,3 +84,13 @@ def test_sigkill_mid_stage_leaves_nothing_complete(tmp_path):
     p.wait()
     d = StageDir(tmp_path, "s", "k")
     assert not d.is_complete() and not d.path.exists() and latest(tmp_path, "s") is None
+
+
+def test_config_differences_hand_worked():
+    from arcore.stage import config_differences
+
+    assert config_differences({"vocab_size": 4096, "kind": "bpe"}, {"vocab_size": 800, "kind": "bpe"}) == [
+        "vocab_size: 4096 -> 800"]
+    assert config_differences({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": True}) == [
+        "a.c: 2 -> 3", "d: None -> True"]
+    assert config_differences({"x": [1, 2]}, {"x": [1, 2]}) == []

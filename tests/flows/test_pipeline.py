@@ -112,6 +112,19 @@ def test_only_and_rerun_from_force_recompute(prefect_harness, cfg_for, mlflow_ur
     assert states(rerun) == {n: "cached" if n == "ingest" else "completed" for n in DEFAULT_STAGES}
 
 
+def test_stage_on_latest_outputs_of_another_config_says_so(prefect_harness, cfg_for, caplog):
+    pipeline(config=cfg_for())
+    caplog.clear()
+    other = pipeline(config=cfg_for("tokenizer.vocab_size=300"), only="shards")
+    assert states(other) == {"shards": "completed"}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "latest output" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("tokenizer: using its latest output")
+    assert "vocab_size: 400 -> 300" in warned[0] and "`arpipe run`" in warned[0]
+    caplog.clear()
+    pipeline(config=cfg_for(), only="shards")  # the latest tokenizer is this config's: nothing to say
+    assert not [r for r in caplog.records if "latest output" in r.getMessage()]
+
+
 def test_stage_only_needs_upstream_output(prefect_harness, cfg_for):
     from arcore.errors import StageError
 
