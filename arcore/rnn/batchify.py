@@ -26,10 +26,12 @@ import torch
 from arcore.errors import InputError
 
 
-def batchify(ids: np.ndarray, batch_size: int, *, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+def batchify(ids: np.ndarray, batch_size: int, *, rank: int = 0, world_size: int = 1,
+             setting: str = "rnn.batch_size") -> torch.Tensor:
     """Cut ``ids`` into ``batch_size * world_size`` equal streams; return this rank's ``(n_rows, batch)``.
 
     The tail that does not fill a whole row is dropped (at most ``batch_size * world_size - 1`` tokens).
+    ``setting`` names the config key to lower in the error for too little text.
 
     >>> batchify(np.arange(10), 2)[:, 1].tolist()
     [5, 6, 7, 8, 9]
@@ -42,7 +44,7 @@ def batchify(ids: np.ndarray, batch_size: int, *, rank: int = 0, world_size: int
     if n_rows < 2:
         raise InputError(
             f"{len(ids)} tokens are too few for {streams} streams (need at least {2 * streams}); "
-            f"lower rnn.batch_size or provide more text"
+            f"lower {setting} or provide more text"
         )
     data = torch.from_numpy(ids[: n_rows * streams].astype(np.int64)).view(streams, n_rows).t()
     return data[:, rank * batch_size : (rank + 1) * batch_size].contiguous()

@@ -26,18 +26,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Cell = Literal["rnn_tanh", "rnn_relu", "gru", "lstm"]
 
 
-class RNNConfig(BaseModel):
-    """Model shape and training schedule of a recurrent language model.
+class TrainingConfig(BaseModel):
+    """The training schedule of a neural language model; ``RNNConfig`` and ``TransformerConfig`` extend it
+    with their shapes (one loop, ``arcore.rnn.train``, trains both).
 
-    cell: ``rnn_tanh``/``rnn_relu`` (Elman), ``gru`` or ``lstm``.
-    tie_weights: share the embedding and output matrices (Press & Wolf 2017); needs
-        ``emb_size == hidden_size``.
-    bptt: truncated back-propagation window length (time steps per update).
-    lr_schedule: ``plateau`` (divide by ``lr_anneal`` when valid loss stops improving, as
-      word_language_model) or ``cosine`` (decay to 5% of ``lr`` over the run, per step).
-    lr: initial learning rate. For ``sgd`` it is divided by ``lr_anneal`` after every epoch whose
-        valid loss does not improve on the best so far (word_language_model's annealing).
+    dropout: on the model's inputs/outputs (and attention, for the Transformer) while training.
+    batch_size: parallel streams per update (per process under DDP); eval_batch_size: the same for evaluation.
+    lr: initial learning rate. lr_schedule: ``plateau`` divides it by ``lr_anneal`` after every epoch whose
+        valid loss does not improve on the best so far (word_language_model's annealing); ``cosine`` decays
+        it to 5% of ``lr`` over the run, per step.
     clip: gradient norm clipping threshold (``torch.nn.utils.clip_grad_norm_``).
+    optimizer: ``sgd`` (plain, as word_language_model) or ``adamw`` (with ``weight_decay``).
     checkpoint_every: write a resumable checkpoint every that many optimizer steps (0: only at epoch ends).
     max_steps: stop after that many optimizer steps in total (None: run all epochs).
     device: ``auto`` picks CUDA when available, else CPU.
@@ -45,14 +44,8 @@ class RNNConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cell: Cell = "lstm"
-    emb_size: int = Field(192, ge=1, le=8192)
-    hidden_size: int = Field(192, ge=1, le=8192)
-    layers: int = Field(1, ge=1, le=16)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    tie_weights: bool = True
     batch_size: int = Field(16, ge=1, le=65536)
-    bptt: int = Field(32, ge=1, le=100_000)
     lr: float = Field(0.004, gt=0.0, le=1000.0)
     lr_anneal: float = Field(4.0, ge=1.0, le=1000.0)
     lr_schedule: Literal["plateau", "cosine"] = "plateau"
@@ -65,6 +58,23 @@ class RNNConfig(BaseModel):
     max_steps: Optional[int] = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: int = Field(32, ge=1, le=65536)
+
+
+class RNNConfig(TrainingConfig):
+    """Model shape of a recurrent language model, plus the training schedule (``TrainingConfig``).
+
+    cell: ``rnn_tanh``/``rnn_relu`` (Elman), ``gru`` or ``lstm``.
+    tie_weights: share the embedding and output matrices (Press & Wolf 2017); needs
+        ``emb_size == hidden_size``.
+    bptt: truncated back-propagation window length (time steps per update).
+    """
+
+    cell: Cell = "lstm"
+    emb_size: int = Field(192, ge=1, le=8192)
+    hidden_size: int = Field(192, ge=1, le=8192)
+    layers: int = Field(1, ge=1, le=16)
+    tie_weights: bool = True
+    bptt: int = Field(32, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _tied_sizes_match(self) -> "RNNConfig":

@@ -245,8 +245,10 @@ def train_model(
         )
     check_ids(train_ids, vocab_size, "train")
     check_ids(valid_ids, vocab_size, "valid")
-    train = batchify(train_ids, cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size).to(device)
-    valid = batchify(valid_ids, cfg.eval_batch_size, rank=ctx.rank, world_size=ctx.world_size).to(device)
+    train = batchify(train_ids, cfg.batch_size, rank=ctx.rank, world_size=ctx.world_size,
+                     setting=f"{family.section}.batch_size").to(device)
+    valid = batchify(valid_ids, cfg.eval_batch_size, rank=ctx.rank, world_size=ctx.world_size,
+                     setting=f"{family.section}.eval_batch_size").to(device)
     check_window_fits(train, cfg.bptt, "train", family.section)
     windows = n_windows(train, cfg.bptt)
     data_digest = hashlib.sha256(train_ids.astype(np.int64).tobytes())
@@ -304,7 +306,7 @@ def train_model(
             loss = next_token_loss(logits, y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            if getattr(cfg, "lr_schedule", "plateau") == "cosine":
+            if cfg.lr_schedule == "cosine":
                 schedule["lr"] = cosine_lr(cfg.lr, pos["step"], total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = schedule["lr"]
@@ -396,7 +398,7 @@ def _end_epoch(cfg, model, optimizer, valid, ctx, amp, schedule, pos, out_dir, f
         schedule.update(best_valid_loss=valid_loss, best_epoch=pos["epoch"])
         if ctx.is_main:
             family.save_model(out_dir / MODEL_DIR, model)
-    elif getattr(cfg, "lr_schedule", "plateau") == "plateau":
+    elif cfg.lr_schedule == "plateau":
         schedule["lr"] = schedule["lr"] / cfg.lr_anneal
         for group in optimizer.param_groups:
             group["lr"] = schedule["lr"]

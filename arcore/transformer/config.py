@@ -16,12 +16,12 @@ pipeline that is about 0.93M parameters, 0.52M of them in the (tied) embedding.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from pydantic import Field, model_validator
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from arcore.rnn.config import TrainingConfig
 
 
-class TransformerConfig(BaseModel):
+class TransformerConfig(TrainingConfig):
     """Model shape and training schedule of a causal (masked self-attention) language model.
 
     layers: number of pre-norm blocks (attention + MLP).
@@ -32,31 +32,20 @@ class TransformerConfig(BaseModel):
         length of the training windows. Scoring and decoding beyond it slide a window (see
         ``arcore.transformer.lm``).
     dropout: on embeddings, attention probabilities and residual branches while training.
-    lr, lr_anneal, clip, epochs, optimizer, weight_decay, seed, checkpoint_every, max_steps, device,
-        batch_size, eval_batch_size: as in ``RNNConfig``. AdamW decays only matrices (not biases, LayerNorm
-        gains or the position table), as nanoGPT does; the tied token embedding is a matrix and is decayed.
+    The training schedule is ``TrainingConfig``'s, with defaults of its own (batch 32, lr 2e-3, clip 1.0,
+        3 epochs). AdamW decays only matrices (not biases, LayerNorm gains or the position table), as
+        nanoGPT does; the tied token embedding is a matrix and is decayed.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     layers: int = Field(2, ge=1, le=64)
     d_model: int = Field(128, ge=8, le=8192)
     heads: int = Field(4, ge=1, le=128)
     ff_mult: int = Field(4, ge=1, le=16)
     context: int = Field(128, ge=2, le=100_000)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     batch_size: int = Field(32, ge=1, le=65536)
     lr: float = Field(2e-3, gt=0.0, le=1000.0)
-    lr_anneal: float = Field(4.0, ge=1.0, le=1000.0)
     clip: float = Field(1.0, gt=0.0)
     epochs: int = Field(3, ge=1, le=10_000)
-    optimizer: Literal["sgd", "adamw"] = "adamw"
-    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
-    seed: int = Field(1234, ge=0)
-    checkpoint_every: int = Field(200, ge=0)
-    max_steps: Optional[int] = Field(None, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_batch_size: int = Field(32, ge=1, le=65536)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "TransformerConfig":

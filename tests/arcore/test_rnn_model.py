@@ -127,7 +127,7 @@ def test_bad_inputs_are_refused_with_actionable_messages(tmp_path):
         train_rnn(cfg, _ids(), np.array([], dtype=np.int64), 10, tmp_path / "a")
     with pytest.raises(InputError, match="shorter than one BPTT window"):
         train_rnn(cfg.model_copy(update={"bptt": 50}), _ids(60), _ids(100), 10, tmp_path / "b")
-    with pytest.raises(InputError, match="too few"):
+    with pytest.raises(InputError, match="too few.*lower rnn.batch_size"):
         train_rnn(cfg, _ids(3), _ids(100), 10, tmp_path / "c")
     with pytest.raises(InputError, match="vocabulary has 5 tokens"):
         train_rnn(cfg, _ids(), _ids(100), 5, tmp_path / "d")

@@ -195,3 +195,12 @@ def test_two_gloo_processes_train_it_and_ranks_agree(tmp_path):
     # 1200 tokens in 2 x 4 streams of 150 rows -> ceil(149 / 8) = 19 steps, each of 2 x 4 x 8 tokens max
     assert reports[0]["steps"] == 19 and reports[0]["train_tokens"] == 2 * 149 * 4
     assert reports[0]["best_valid_loss"] < math.log(12)
+
+
+def test_too_little_text_names_the_transformer_setting(tmp_path):
+    from arcore.transformer.train import train_transformer
+
+    cfg = TransformerConfig(layers=1, d_model=16, heads=2, context=8, batch_size=4, eval_batch_size=64)
+    ids = np.arange(200) % 10
+    with pytest.raises(InputError, match="too few.*lower transformer.eval_batch_size"):
+        train_transformer(cfg, ids, ids[:50], 10, tmp_path)
