@@ -34,7 +34,7 @@ from arcore.errors import StageError
 from arcore.parallel import Mapper
 from tasks.contract import StageContext
 
-CONNECT_TIMEOUT = "10s"
+CONNECT_TIMEOUT_S = 10  # to reach the scheduler, then for a first worker to be there
 
 
 @task(name="map-piece", cache_policy=NO_CACHE, persist_result=False)
@@ -57,21 +57,25 @@ class FanOut:
             from prefect_dask import DaskTaskRunner
 
             if self.spec.address:
-                runner = DaskTaskRunner(address=self.spec.address, client_kwargs={"timeout": CONNECT_TIMEOUT})
+                runner = DaskTaskRunner(address=self.spec.address, client_kwargs={"timeout": CONNECT_TIMEOUT_S})
             else:
                 logging.getLogger("distributed").setLevel(logging.WARNING)  # its scheduler runs in this process
                 runner = DaskTaskRunner(cluster_kwargs=self._local_cluster())
             runner.__enter__()
+            where = f"the Dask scheduler at {self.spec.address}" if self.spec.address else "a local Dask cluster"
             try:
-                threads = sum(runner.client.nthreads().values())  # connects (or starts the cluster) now
+                client = runner.client  # connects (or starts the local cluster) now
             except (OSError, TimeoutError) as e:
                 runner.__exit__(None, None, None)
-                raise StageError(f"cannot reach the Dask scheduler at {self.spec.address}: "
-                                 f"{str(e).splitlines()[0]}; start it or run with --runner local") from None
-            if not threads:
+                raise StageError(f"cannot reach {where}: {str(e).splitlines()[0]}; start it or run with "
+                                 "--runner local") from None
+            try:
+                client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+            except TimeoutError:
                 runner.__exit__(None, None, None)
-                raise StageError(f"the Dask scheduler at {self.spec.address} has no workers; start some "
-                                 f"(dask worker {self.spec.address}) or run with --runner local")
+                raise StageError(f"{where} has no workers; start some (dask worker {self.spec.address}) or "
+                                 "run with --runner local") from None
+            threads = sum(client.nthreads().values())
             self.window = 2 * threads
             self._runner = runner
         return self._runner
@@ -81,8 +85,9 @@ class FanOut:
             "n_workers": self.workers, "threads_per_worker": 1, "processes": True,
             "host": "127.0.0.1", "dashboard_address": "127.0.0.1:8787", "silence_logs": logging.WARNING,
             # each piece is a Prefect task run: workers report to the flow's API instead of starting their own
-            "env": {"PREFECT_API_URL": _api_url(), "PREFECT_HOME": os.environ.get("PREFECT_HOME", ""),
-                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"},
+            "env": {"PREFECT_API_URL": _api_url(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                    "TOKENIZERS_PARALLELISM": "false",
+                    **({"PREFECT_HOME": os.environ["PREFECT_HOME"]} if "PREFECT_HOME" in os.environ else {})},
         }
 
     def mapper(self, stage: str, step: str) -> Mapper:

@@ -113,24 +113,50 @@ def test_local_cluster_and_existing_scheduler_match_the_default_runner(prefect_h
     check_fanned_out(remote)
 
 
-def test_unreachable_scheduler_is_one_line_and_fast(prefect_harness, tmp_path, corpus):
-    port = free_port()  # nothing listens here
-    env = base_env(PREFECT_API_URL=prefect_harness, PREFECT_HOME=str(tmp_path / "prefect"))
+def run_cli(tmp_path: Path, harness: str, corpus: Path, runner: str) -> tuple[subprocess.CompletedProcess, float, list]:
+    env = base_env(PREFECT_API_URL=harness, PREFECT_HOME=str(tmp_path / "prefect"))
     args = [f"--set=work_dir={tmp_path / 'work'}", f"--set=tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
             f"--set=ingest.inputs=[{corpus}]", *(f"--set={s}" for s in FAST + SMALL)]
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--runner", f"dask://127.0.0.1:{port}", *args],
+    p = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--runner", runner, *args],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    seconds = time.monotonic() - t0
+    status = subprocess.run([sys.executable, "-m", "flows.cli", "status", "--json", *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    return p, seconds, json.loads(status.stdout)["stages"]
+
+
+def test_unreachable_scheduler_is_one_line_and_fast(prefect_harness, tmp_path, corpus):
+    port = free_port()  # nothing listens here
+    p, seconds, status = run_cli(tmp_path, prefect_harness, corpus, f"dask://127.0.0.1:{port}")
     assert p.returncode == 1, p.stderr[-2000:]
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in last
     assert "Traceback" not in p.stderr
-    assert time.monotonic() - t0 < 120  # bounded connect timeout, not distributed's minutes of retries
+    assert seconds < 120  # bounded connect timeout, not distributed's minutes of retries
     # stages before the fan-out completed and stay reusable
-    status = subprocess.run([sys.executable, "-m", "flows.cli", "status", "--json", *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
-    states = {r["stage"]: r["state"] for r in json.loads(status.stdout)["stages"]}
+    states = {r["stage"]: r["state"] for r in status}
     assert states["ingest"] == states["tokenizer"] == "complete" and states["shards"] == "missing"
+
+
+def test_scheduler_without_workers_is_one_line(prefect_harness, tmp_path, corpus):
+    port = free_port()
+    sched = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--no-dashboard"], env=base_env(), cwd=tmp_path, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from distributed import Client
+
+        with Client(f"tcp://127.0.0.1:{port}", timeout=60):  # the scheduler is up
+            pass
+        p, _, status = run_cli(tmp_path, prefect_harness, corpus, f"dask://127.0.0.1:{port}")
+    finally:
+        stop_group(sched)
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines()[-1] == (
+        f"error: the Dask scheduler at tcp://127.0.0.1:{port} has no workers; start some "
+        f"(dask worker tcp://127.0.0.1:{port}) or run with --runner local")
+    assert {r["stage"]: r["state"] for r in status}["shards"] == "missing"
 
 
 def test_bad_runner_is_a_config_error(tmp_path):
