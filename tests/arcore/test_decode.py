@@ -358,7 +358,7 @@ def test_min_tokens_forbids_eos_for_every_decoder():
             return np.zeros(n)
 
         def next_logprobs(self, state):
-            return np.tile(np.log([0.0, 0.9, 0.05, 0.05]), (len(state), 1))
+            return np.tile([-np.inf, np.log(0.9), np.log(0.05), np.log(0.05)], (len(state), 1))  # <s>: p = 0
 
         def advance(self, state, tokens):
             return state
