@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-import torch
 
 from arcore.rnn.toy_addition import AdditionConfig, ElmanAdder, addition_batch, bits_to_int, run_binary_addition
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_batches_hold_true_sums_least_significant_bit_first():

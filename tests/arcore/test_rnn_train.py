@@ -16,12 +16,7 @@ from arcore.rnn.model import RNNModel
 from arcore.rnn.train import evaluate, train_rnn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cycle(n, vocab=10):

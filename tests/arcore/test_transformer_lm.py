@@ -17,12 +17,7 @@ from arcore.transformer.model import TransformerModel
 BOS, EOS, V, C = 1, 2, 13, 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -19,12 +19,7 @@ V = 17
 TINY = dict(layers=2, d_model=16, heads=4, context=12)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(seed=0, **over) -> TransformerModel:

@@ -30,12 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(layers=1, d_model=16, heads=2, context=8, batch_size=4, eval_batch_size=2, lr=1e-2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cycle(n, vocab=10):
