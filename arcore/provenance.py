@@ -60,7 +60,7 @@ def _imports(path: Path, module: str) -> list[str]:
     """The ``arcore`` modules a file's import statements reach. ``from arcore.shards import ShardsConfig``
     reaches ``arcore.shards.config`` (where the package's ``__init__`` re-exports it from), not every
     module the package's ``__init__`` imports."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
+    tree = _tree(path)
     found: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -88,8 +88,13 @@ def _provider(module: str, name: str, depth: int = 0) -> list[str]:
     return [module]  # defined in the __init__ itself
 
 
-@lru_cache(maxsize=None)
 def _tree(path: Path) -> ast.Module:
+    """The parsed file, parsed again only when it changed (every pipeline run computes every stage's key)."""
+    return _parse(path, path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=None)
+def _parse(path: Path, mtime_ns: int) -> ast.Module:
     return ast.parse(path.read_bytes(), filename=str(path))
 
 
