@@ -61,6 +61,7 @@ def build_shards(
     loaded = load_tokenizer(tokenizer_dir)
     total = count_documents(ingest_dir)
     documents_sha256 = sha256_file(documents_path(ingest_dir))
+    tokenizer_json = _tokenizer_json(loaded, tokenizer_dir) if mapper is not None else ""
     done = 0
     started = time.perf_counter()
     encoded_bytes = 0
@@ -76,7 +77,7 @@ def build_shards(
             batches = _skip(documents, manifest.documents)
             with ShardWriter(out_dir, manifest) as writer:
                 encoded = _encode_ahead(loaded, batches, manifest.dtype) if mapper is None else \
-                    mapper(encode_job, _jobs(loaded, tokenizer_dir, batches, manifest.dtype))
+                    mapper(encode_job, _jobs(loaded, tokenizer_json, batches, manifest.dtype))
                 for batch in encoded:
                     writer.add(batch)
                     encoded_bytes += int(batch.source_bytes.sum())
@@ -144,14 +145,18 @@ def _encode_ahead(loaded: LoadedTokenizer, batches: Batches, dtype: str) -> Iter
             yield lay_out(pending[0], pending[1], pending[2].result(), loaded.eos_id, loaded.unk_id, dtype)
 
 
-def _jobs(loaded: LoadedTokenizer, tokenizer_dir: Path, batches: Batches, dtype: str) -> Iterator[EncodeJob]:
+def _tokenizer_json(loaded: LoadedTokenizer, tokenizer_dir: Path) -> str:
+    """The exact ``tokenizer.json`` that ``loaded`` came from, for jobs encoded in other processes."""
     path = Path(tokenizer_dir) / TOKENIZER_FILE
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != loaded.sha256:
         raise StageError(f"{path} changed while the shards stage was running; rerun the tokenizer stage")
-    text = data.decode("utf-8")
+    return data.decode("utf-8")
+
+
+def _jobs(loaded: LoadedTokenizer, tokenizer_json: str, batches: Batches, dtype: str) -> Iterator[EncodeJob]:
     for doc_ids, texts in batches:
-        yield EncodeJob(loaded.sha256, text, doc_ids, texts, loaded.eos_id, loaded.unk_id, dtype)
+        yield EncodeJob(loaded.sha256, tokenizer_json, doc_ids, texts, loaded.eos_id, loaded.unk_id, dtype)
 
 
 def _skip(batches: Batches, documents: int) -> Batches:
