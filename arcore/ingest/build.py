@@ -1,12 +1,22 @@
 """The ingest stage: raw inputs -> normalized, deduplicated, split documents table + report.
 
-In: ``IngestConfig`` (inputs, unit, policies, split fractions). Out, in ``out_dir``:
+In: ``IngestConfig`` (inputs, unit, policies, split fractions, row group size). Out, in ``out_dir``:
 ``documents.parquet`` (schema.py) and ``report.json``: documents and bytes per split, duplicates
 dropped, repairs made, empty documents, files and records skipped and why.
 
+Streaming: documents go to the Parquet writer (writer.py) as they are read, in row groups of
+``row_group_bytes`` of text; no list of documents is ever held. Exact duplicates are found through a
+set of SHA-256 digests of the normalized text (32 bytes each, about 100 bytes per unique document with
+Python's set overhead), the only state that grows with the corpus. The split is a hash of the digest
+(split.py), so it needs no knowledge of other documents, and every count in the report is a running
+sum.
+
 Accounting (every raw document ends up in exactly one bucket, and the report proves it):
-raw = written + duplicates + empty + records skipped. A file is read completely before its documents
-are kept, so a file that fails half-way (truncated .gz) contributes nothing or fails the stage.
+raw = written + duplicates + empty + records skipped. A file contributes only once it has been read to
+its end: its rows wait in a writer transaction and its counts and digests in a ``_FilePart``, so a file
+that fails half-way (truncated .gz) contributes nothing or fails the stage, as when files were read
+whole. Under ``on_error=fail`` a bad record fails the stage after the rest of its file has been read,
+so a file that is also corrupt further on reports the corruption, as before.
 """
 
 from __future__ import annotations
@@ -17,19 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from arcore.errors import InputError
 from arcore.ingest.config import IngestConfig
 from arcore.ingest.normalize import Repairs, normalize_text
 from arcore.ingest.readers import InputFile, SkipFile, SkipRecord, read_file, resolve_inputs
 from arcore.ingest.schema import DOCUMENTS_FILE, DOCUMENTS_SCHEMA, REPORT_FILE, SPLITS
 from arcore.ingest.split import hash_split
+from arcore.ingest.writer import DocumentsWriter
 from arcore.io import DigestCache, atomic_write_text, digest_strings
 from arcore.stage import Progress, StageOutput
 
-ROW_GROUP_BYTES = 64 << 20
 MAX_LISTED = 100  # skipped files/records listed by name in the report; all are counted
 
 
@@ -45,6 +52,22 @@ class IngestReport:
     files_skipped: list = field(default_factory=list)
     records_skipped: int = 0
     records_skipped_examples: list = field(default_factory=list)
+
+    def merge(self, other: "IngestReport") -> None:
+        """Add ``other``'s counts (one file's) to these; examples stay capped at MAX_LISTED."""
+        self.files_read += other.files_read
+        self.raw_documents += other.raw_documents
+        self.duplicates_dropped += other.duplicates_dropped
+        self.empty_documents += other.empty_documents
+        for split in SPLITS:
+            self.documents[split] += other.documents[split]
+            self.bytes[split] += other.bytes[split]
+        for name, n in other.repairs.as_dict().items():
+            setattr(self.repairs, name, getattr(self.repairs, name) + n)
+        self.files_skipped.extend(other.files_skipped)
+        self.records_skipped += other.records_skipped
+        room = MAX_LISTED - len(self.records_skipped_examples)
+        self.records_skipped_examples.extend(other.records_skipped_examples[: max(0, room)])
 
     def as_dict(self) -> dict:
         return {
@@ -74,16 +97,16 @@ def build_ingest(cfg: IngestConfig, out_dir: Path, progress: Progress = None) ->
     files = input_files(cfg)
     report = IngestReport()
     seen: set[bytes] = set()
-    with _DocumentsWriter(out_dir / DOCUMENTS_FILE) as writer:
+    with DocumentsWriter(out_dir / DOCUMENTS_FILE, cfg.row_group_bytes) as writer:
         for i, f in enumerate(files):
-            docs = _read_whole_file(f, cfg, report)
-            if docs is None:
-                continue
-            report.files_read += 1
-            if not docs:
-                report.files_skipped.append({"path": str(f.path), "reason": "empty: no documents"})
-            for doc in docs:
-                _admit(doc, f, cfg, report, seen, writer)
+            part = _ingest_file(f, cfg, seen, writer)
+            if part.skipped is None:
+                writer.commit_file()
+                seen |= part.digests
+                report.merge(part.report)
+            else:
+                writer.discard_file()
+                report.files_skipped.append({"path": str(f.path), "reason": part.skipped})
             if progress:
                 progress(i + 1, len(files))
     total = sum(report.documents.values())
@@ -115,34 +138,51 @@ def build_ingest(cfg: IngestConfig, out_dir: Path, progress: Progress = None) ->
     )
 
 
-def _read_whole_file(f: InputFile, cfg: IngestConfig, report: IngestReport) -> Optional[list]:
-    """All documents of one file, or None if the file is skipped under on_error=skip."""
+@dataclass
+class _FilePart:
+    """What one input file adds, kept apart until the file has been read to its end."""
+
+    report: IngestReport = field(default_factory=lambda: IngestReport(files_read=1))
+    digests: set = field(default_factory=set)  # digests first seen in this file
+    skipped: Optional[str] = None  # why the whole file is left out (on_error=skip, or empty)
+
+
+def _ingest_file(f: InputFile, cfg: IngestConfig, seen: set, writer: DocumentsWriter) -> _FilePart:
+    """Stream one file's documents into ``writer``'s open transaction; the caller commits or discards."""
+    part = _FilePart()
+    items = 0
+    bad_record: Optional[SkipRecord] = None
     try:
         if f.path.stat().st_size == 0:
-            report.files_skipped.append({"path": str(f.path), "reason": "empty file"})
-            return None
-        repairs = Repairs()
-        docs = list(read_file(f.path, cfg, repairs))
+            part.skipped = "empty file"
+            return part
+        for doc in read_file(f.path, cfg, part.report.repairs):
+            items += 1
+            if isinstance(doc, SkipRecord) and cfg.on_error == "fail":
+                bad_record = bad_record or doc  # raised below, once the file has read to its end
+            elif bad_record is None:
+                _admit(doc, f, cfg, part, seen, writer)
     except SkipFile as e:
         if cfg.on_error == "fail":
             raise InputError(f"{e}; set ingest.on_error=skip to leave such files out") from None
-        report.files_skipped.append({"path": str(f.path), "reason": str(e)})
-        return None
+        part.skipped = str(e)
+        return part
     except OSError as e:
         msg = f"{f.path}: cannot read ({e.strerror or e})"
         if cfg.on_error == "fail":
             raise InputError(f"{msg}; set ingest.on_error=skip to leave such files out") from None
-        report.files_skipped.append({"path": str(f.path), "reason": msg})
-        return None
-    for name, n in repairs.as_dict().items():
-        setattr(report.repairs, name, getattr(report.repairs, name) + n)
-    return docs
+        part.skipped = msg
+        return part
+    if bad_record is not None:
+        raise InputError(f"{bad_record}; fix the record or set ingest.on_error=skip")
+    if items == 0:
+        part.report.files_skipped.append({"path": str(f.path), "reason": "empty: no documents"})
+    return part
 
 
-def _admit(doc, f: InputFile, cfg: IngestConfig, report: IngestReport, seen: set, writer) -> None:
+def _admit(doc, f: InputFile, cfg: IngestConfig, part: _FilePart, seen: set, writer: DocumentsWriter) -> None:
+    report = part.report
     if isinstance(doc, SkipRecord):
-        if cfg.on_error == "fail":
-            raise InputError(f"{doc}; fix the record or set ingest.on_error=skip")
         report.records_skipped += 1
         if len(report.records_skipped_examples) < MAX_LISTED:
             report.records_skipped_examples.append(str(doc))
@@ -154,46 +194,14 @@ def _admit(doc, f: InputFile, cfg: IngestConfig, report: IngestReport, seen: set
         return
     data = text.encode("utf-8")
     digest = hashlib.sha256(data).digest()
-    if digest in seen:
+    if digest in seen or digest in part.digests:
         report.duplicates_dropped += 1
         return
-    seen.add(digest)
+    part.digests.add(digest)
     split = f.split or hash_split(digest, cfg.valid_fraction, cfg.test_fraction, cfg.split_salt)
     report.documents[split] += 1
     report.bytes[split] += len(data)
     writer.add(digest.hex()[:32], split, text, doc.source, len(data))
-
-
-class _DocumentsWriter:
-    """Buffers rows and writes row groups of about ROW_GROUP_BYTES of text."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: dict[str, list] = {name: [] for name in DOCUMENTS_SCHEMA.names}
-        self.buffered = 0
-        self.writer: Optional[pq.ParquetWriter] = None
-
-    def __enter__(self):
-        self.writer = pq.ParquetWriter(self.path, DOCUMENTS_SCHEMA, compression="zstd")
-        return self
-
-    def add(self, doc_id: str, split: str, text: str, source: str, nbytes: int) -> None:
-        for name, value in zip(DOCUMENTS_SCHEMA.names, (doc_id, split, text, source)):
-            self.rows[name].append(value)
-        self.buffered += nbytes
-        if self.buffered >= ROW_GROUP_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows["doc_id"]:
-            self.writer.write_table(pa.table(self.rows, schema=DOCUMENTS_SCHEMA))
-            self.rows = {name: [] for name in DOCUMENTS_SCHEMA.names}
-            self.buffered = 0
-
-    def __exit__(self, exc_type, *_):
-        if exc_type is None:
-            self.flush()
-        self.writer.close()
 
 
 def inputs_digest(cfg: IngestConfig, cache: DigestCache) -> str:

@@ -50,6 +50,11 @@ class IngestConfig(BaseModel):
     valid_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     split_salt: str = Field("arpipe", description="changes the hash split without changing the data")
+    # Bounds ingest's memory (about two row groups of text are buffered, see writer.py) and the memory
+    # of every reader of documents.parquet; the 1.1 MB sample fits in one row group.
+    row_group_bytes: int = Field(
+        16 << 20, ge=1, description="UTF-8 bytes of text per row group of documents.parquet"
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> "IngestConfig":

@@ -258,3 +258,89 @@ def test_bundled_sample(tmp_path):
     result = build_ingest(cfg, out)
     assert result.records["documents"] > 7000
     assert result.metrics["documents_valid"] > 200 and result.metrics["documents_test"] > 200
+
+
+# Streaming (issue 15): row groups written as documents are read, per-file transactions, digests only.
+
+
+def row_groups(out: Path) -> int:
+    return pq.ParquetFile(out / DOCUMENTS_FILE).num_row_groups
+
+
+def test_small_row_groups_write_the_same_table_incrementally(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("".join(f"line {i}\n" for i in range(300)))
+    b.write_text("".join(f"other {i}\n" for i in range(200)))
+    whole, report, _ = run(tmp_path, [a, b], unit="line", valid_fraction=0.1, test_fraction=0.1)
+    assert row_groups(tmp_path / "out") == 1
+    small, small_report, _ = run(tmp_path, [a, b], unit="line", valid_fraction=0.1, test_fraction=0.1,
+                                 row_group_bytes=400)
+    assert small == whole and small_report == report
+    n = row_groups(tmp_path / "out")
+    assert n >= 8  # ~4.3 kB of text in 400-byte row groups (staged ones, and the cut at each file's end)
+    sizes = [pq.ParquetFile(tmp_path / "out" / DOCUMENTS_FILE).metadata.row_group(i).num_rows for i in range(n)]
+    assert sum(sizes) == len(whole) and max(sizes) <= 60  # 400 bytes are at most 57 lines of 7+ bytes
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [DOCUMENTS_FILE, "report.json"]
+
+
+def test_duplicates_dropped_exactly_across_row_groups_and_files(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("".join(f"line {i % 50}\n" for i in range(200)))  # each line 4 times
+    b.write_text("".join(f"line {i}\n" for i in range(25, 75)))  # 25..49 seen in a, 50..74 new
+    docs, report, _ = run(tmp_path, [a, b], unit="line", row_group_bytes=16)
+    assert [d["text"] for d in docs] == [f"line {i}" for i in range(75)]
+    assert report["duplicates_dropped"] == 150 + 25 and accounted(report)
+    assert row_groups(tmp_path / "out") > 10
+    assert [d["source"].rsplit("/", 1)[1] for d in docs[48:52]] == ["a.txt:49", "a.txt:50", "b.txt:26", "b.txt:27"]
+
+
+def test_a_file_failing_after_spilled_row_groups_contributes_nothing(tmp_path):
+    """The truncated file's rows were already staged on disk and its digests seen: all of it is undone,
+    so the same lines in a later file are kept, not dropped as duplicates of documents never written."""
+    data = gzip.compress(b"".join(b"line %d\n" % i for i in range(20000)))
+    bad = tmp_path / "cut.txt.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    ok = tmp_path / "ok.txt"
+    ok.write_text("line 0\nline 1\nfine\n")
+    docs, report, _ = run(tmp_path, [bad, ok], unit="line", on_error="skip", row_group_bytes=1024)
+    assert [d["text"] for d in docs] == ["line 0", "line 1", "fine"]
+    assert report["raw_documents"] == 3 and report["duplicates_dropped"] == 0 and report["files_read"] == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [DOCUMENTS_FILE, "report.json"]
+    out = tmp_path / "fail"
+    out.mkdir()
+    cfg = IngestConfig(inputs=[str(ok), str(bad)], unit="line", row_group_bytes=1024)
+    with pytest.raises(InputError, match="truncated"):
+        build_ingest(cfg, out)
+    assert list(out.iterdir()) == []  # neither documents.parquet nor its partial or staging file
+
+
+def test_bad_record_before_a_corrupt_tail_reports_the_corruption(tmp_path):
+    """Read whole or streamed, a file's read errors come before its bad records under on_error=fail."""
+    lines = [b'{"text": "ok %d"}\n' % i for i in range(20000)]
+    lines.insert(1, b"not json\n")
+    data = gzip.compress(b"".join(lines))
+    f = tmp_path / "a.jsonl.gz"
+    f.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt gzip stream"):
+        run(tmp_path, [f])
+    g = tmp_path / "b.jsonl"
+    g.write_bytes(b"".join(lines[:5]))
+    with pytest.raises(InputError, match=r"b.jsonl:2: not valid JSON"):
+        run(tmp_path, [g])
+
+
+def test_skipped_record_examples_stay_capped_across_files(tmp_path):
+    files = []
+    for k in range(3):
+        f = tmp_path / f"{k}.jsonl"
+        f.write_text('{"text": "ok %d"}\n' % k + "bad\n" * 60)
+        files.append(f)
+    docs, report, _ = run(tmp_path, files, on_error="skip", row_group_bytes=1)
+    assert [d["text"] for d in docs] == ["ok 0", "ok 1", "ok 2"]
+    assert report["records_skipped"] == 180 and len(report["records_skipped_examples"]) == 100
+    assert report["records_skipped_examples"][60].startswith(str(files[1]) + ":2:")
+
+
+def test_row_group_bytes_is_validated():
+    with pytest.raises(ValueError, match="row_group_bytes"):
+        IngestConfig(row_group_bytes=0)
