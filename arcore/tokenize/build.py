@@ -5,6 +5,11 @@ Input: ``<ingest_dir>/documents.parquet`` (see ``arcore.tokenize.corpus``). Outp
 ``preview.txt``, a human-readable look at what was learned: the special tokens, the first merges (BPE),
 a sample of the vocabulary and the first valid document cut into tokens.
 
+Training reads a deterministic sample of ``cfg.sample_bytes`` of the train split
+(``arcore.tokenize.sample``), streamed; the whole split when it is smaller. ``records`` keep the sample:
+``train_documents``, ``train_bytes`` (the split), ``sample_documents``, ``sample_bytes`` (what was
+trained on); the preview says it too.
+
 Metrics (on the valid split; see ``arcore.tokenize.measure`` for how words, bytes and tokens are
 counted): ``vocab_size``, ``tokens_per_word``, ``bytes_per_token``, ``unk_rate``. When the valid split is
 empty only ``vocab_size`` is reported, and ``records["valid_documents"]`` is 0.
@@ -17,9 +22,11 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from arcore.errors import InputError
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.config import SPECIAL_ROLES, TokenizerConfig
 from arcore.tokenize.corpus import iter_document_batches, iter_texts
+from arcore.tokenize.sample import TrainingSample
 from arcore.tokenize.measure import TokenizerMeasures, measure_tokenizer
 from arcore.io import atomic_write_bytes
 from arcore.tokenize.store import DIGEST_FILE, META_FILE, TOKENIZER_FILE, save_tokenizer
@@ -32,14 +39,24 @@ _STEPS = 3
 def build_tokenizer(cfg: TokenizerConfig, ingest_dir: Path, out_dir: Path, progress: Progress = None) -> StageOutput:
     """Train ``cfg.kind`` on the train split, save it into ``out_dir``, and measure it on valid."""
     out_dir = Path(out_dir)
-    tokenizer = train_tokenizer(cfg, iter_texts(ingest_dir, "train"))
+    sample = TrainingSample(ingest_dir, "train", cfg.sample_bytes)
+    try:
+        tokenizer = train_tokenizer(cfg, sample)
+    except InputError:
+        if sample.documents == 0 and sample.split_documents > 0:
+            raise InputError(
+                f"tokenizer.sample_bytes={cfg.sample_bytes} selected none of the train split's "
+                f"{sample.split_documents} documents ({sample.split_bytes} bytes): raise tokenizer.sample_bytes"
+            ) from None
+        raise
     _report(progress, 1)
     digest = save_tokenizer(tokenizer, cfg, out_dir)
     _report(progress, 2)
     unk_id = tokenizer.token_to_id(cfg.unk_token)
     measures = measure_tokenizer(tokenizer, (texts for _, texts in iter_document_batches(ingest_dir, "valid")), unk_id)
     first_valid = next(iter_texts(ingest_dir, "valid"), None)
-    atomic_write_bytes(out_dir / PREVIEW_FILE, render_preview(tokenizer, cfg, digest, measures, first_valid).encode())
+    preview = render_preview(tokenizer, cfg, digest, measures, first_valid, sample)
+    atomic_write_bytes(out_dir / PREVIEW_FILE, preview.encode())
     _report(progress, 3)
 
     metrics: dict[str, float] = {"vocab_size": float(tokenizer.get_vocab_size())}
@@ -55,6 +72,7 @@ def build_tokenizer(cfg: TokenizerConfig, ingest_dir: Path, out_dir: Path, progr
         "valid_words": measures.words,
         "valid_tokens": measures.tokens,
         "valid_unk_tokens": measures.unk_tokens,
+        **sample.records(),
     }
     return StageOutput(
         metrics=metrics, records=records, artifacts=(TOKENIZER_FILE, DIGEST_FILE, META_FILE, PREVIEW_FILE)
@@ -67,6 +85,7 @@ def render_preview(
     digest: str,
     measures: TokenizerMeasures,
     sample_text: str | None,
+    sample: TrainingSample | None = None,
     n_merges: int = 40,
     n_vocab: int = 80,
 ) -> str:
@@ -80,6 +99,11 @@ def render_preview(
             f"{role}={tok!r}:{tokenizer.token_to_id(tok)}" for role, tok in zip(SPECIAL_ROLES, cfg.special_tokens)
         ),
     ]
+    if sample is not None:
+        lines.append(
+            f"trained on: {sample.documents} of {sample.split_documents} train documents, {sample.bytes} of "
+            f"{sample.split_bytes} bytes" + ("" if sample.complete else f" (sample_bytes={cfg.sample_bytes})")
+        )
     if measures.documents:
         lines.append(
             f"valid: {measures.documents} documents, {measures.words} words, {measures.tokens} tokens; "

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -32,6 +33,20 @@ def documents_path(ingest_dir: Path) -> Path:
     return path
 
 
+def iter_split_record_batches(ingest_dir: Path, split: str) -> Iterator[pa.RecordBatch]:
+    """Arrow record batches (doc_id, text) of ``split``'s rows in file order, at most _READ_ROWS each."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = documents_path(ingest_dir)
+    parquet = pq.ParquetFile(path)
+    missing = {"doc_id", "split", "text"} - set(parquet.schema_arrow.names)
+    if missing:
+        raise StageError(f"{path} lacks columns {sorted(missing)}: rerun the ingest stage with this arpipe")
+    for record_batch in parquet.iter_batches(batch_size=_READ_ROWS, columns=["doc_id", "split", "text"]):
+        keep = pc.equal(record_batch.column("split"), split)
+        yield record_batch.filter(keep).select(["doc_id", "text"])
+
+
 def iter_document_batches(
     ingest_dir: Path, split: str, max_documents: int = 1024, max_chars: int = 8 << 20
 ) -> Iterator[tuple[list[str], list[str]]]:
@@ -40,19 +55,10 @@ def iter_document_batches(
     Example: a file whose rows are (a, train), (b, valid), (c, train) gives, for ``split="train"`` and
     ``max_documents=1``: ``(["a"], [text_a])``, then ``(["c"], [text_c])``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    path = documents_path(ingest_dir)
-    parquet = pq.ParquetFile(path)
-    missing = {"doc_id", "split", "text"} - set(parquet.schema_arrow.names)
-    if missing:
-        raise StageError(f"{path} lacks columns {sorted(missing)}: rerun the ingest stage with this arpipe")
     ids: list[str] = []
     texts: list[str] = []
     size = 0
-    for record_batch in parquet.iter_batches(batch_size=_READ_ROWS, columns=["doc_id", "split", "text"]):
-        keep = pc.equal(record_batch.column("split"), split)
-        selected = record_batch.filter(keep)
+    for selected in iter_split_record_batches(ingest_dir, split):
         for doc_id, text in zip(selected.column("doc_id").to_pylist(), selected.column("text").to_pylist()):
             ids.append(doc_id)
             texts.append(text)
