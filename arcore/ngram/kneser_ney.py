@@ -73,14 +73,19 @@ def adjust_counts(index: NGramIndex) -> tuple[np.ndarray, ...]:
 def kneser_ney_discounts(adjusted: tuple[np.ndarray, ...],
                          fallback: tuple[float, float, float] | None = None) -> Discounts:
     """Chen & Goodman (1998) eq. 26 per order, with KenLM's range check (0 <= D_k <= k)."""
-    values, coc, fell_back = [], [], []
-    for n, a in enumerate(adjusted, start=1):
-        nk = [int(np.count_nonzero(a == k)) for k in (1, 2, 3, 4)]
-        coc.append(tuple(nk))
+    coc = [tuple(int(np.count_nonzero(a == k)) for k in (1, 2, 3, 4)) for a in adjusted]
+    return discounts_from_counts_of_counts(coc, fallback)
+
+
+def discounts_from_counts_of_counts(coc: list[tuple[int, int, int, int]],
+                                    fallback: tuple[float, float, float] | None = None) -> Discounts:
+    """The discounts of every order from its adjusted counts-of-counts ``(n1, n2, n3, n4)``."""
+    values, fell_back = [], []
+    for n, nk in enumerate(coc, start=1):
         try:
             if nk[0] == 0 or nk[0] + 2 * nk[1] == 0 or 0 in nk[:3]:
                 raise DiscountError(f"cannot compute Kneser-Ney discounts for {n}-grams: counts-of-counts "
-                                    f"n1..n4 = {nk} contain zeros (small or artificial data); set a discount "
+                                    f"n1..n4 = {list(nk)} contain zeros (small or artificial data); set a discount "
                                     "fallback (CLI --discount-fallback, config discount_fallback)")
             y = nk[0] / (nk[0] + 2.0 * nk[1])
             d = tuple(float(k - (k + 1) * y * nk[k] / nk[k - 1]) for k in (1, 2, 3))
@@ -95,7 +100,7 @@ def kneser_ney_discounts(adjusted: tuple[np.ndarray, ...],
             d = tuple(float(x) for x in fallback)
             fell_back.append(n)
         values.append(d)
-    return Discounts(tuple(values), tuple(coc), tuple(fell_back))
+    return Discounts(tuple(values), tuple(tuple(c) for c in coc), tuple(fell_back))
 
 
 def _discount(adjusted: np.ndarray, d: tuple[float, float, float]) -> np.ndarray:
