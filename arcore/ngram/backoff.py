@@ -28,9 +28,25 @@ from pathlib import Path
 import numpy as np
 
 from arcore.errors import InputError, StageError
-from arcore.ngram.counts import atomic_write, with_bos
+from arcore.ngram.counts import atomic_write, document_starts, with_bos
 from arcore.ngram.index import decode, locate
 from arcore.ngram.probing import KeyHash
+
+
+def _with_bos(ids: np.ndarray, bos_id: int, eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``counts.with_bos``'s extended array, and a mask of its positions that are not the inserted ``<s>``.
+
+    ``[5, 6, 2, 5, 2] -> [1, 5, 6, 2, 1, 5, 2], [F, T, T, T, F, T, T]`` (bos 1, eos 2).
+    """
+    starts = document_starts(ids, eos_id)  # refuses a trailing partial document
+    if ids.size and np.any(ids == bos_id):
+        with_bos(ids, bos_id, eos_id)  # raises its InputError
+    ext = np.empty(ids.size + starts.size, dtype=np.int64)
+    keep = np.ones(ext.size, dtype=bool)
+    keep[starts + np.arange(starts.size)] = False
+    ext[keep] = ids
+    ext[~keep] = bos_id
+    return ext, keep
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,10 +64,16 @@ class BackoffModel:
     unk_id: int | None = None
     info: dict = field(default_factory=dict)
 
+    # Prebuilt ``KeyHash`` per order (None for order 1), e.g. memory-mapped by ``binary.load_binary``.
+    tables: tuple | None = field(default=None, repr=False)
+
     @cached_property
     def _tables(self) -> tuple:
-        """Hash tables over the keys of orders >= 2, built on first use (KenLM's probing layout)."""
-        return (None,) + tuple(KeyHash(k) for k in self.keys[1:])
+        """Hash tables over the orders >= 2 (KenLM's probing layout): prebuilt, or built on first use."""
+        if self.tables is not None:
+            return self.tables
+        return (None,) + tuple(KeyHash.build(k, p, b) for k, p, b in
+                               zip(self.keys[1:], self.logprob[1:], self.logbackoff[1:]))
 
     def _find(self, n: int, prefix_rows: np.ndarray, words: np.ndarray) -> np.ndarray:
         """Rows of order-n n-grams from their prefix rows and last words; -1 where absent."""
@@ -111,33 +133,45 @@ class BackoffModel:
         return out
 
     def score(self, ids: np.ndarray) -> np.ndarray:
-        """Per-token natural log P(ids[t] | document so far), one entry per element of ``ids``."""
+        """Per-token natural log P(ids[t] | document so far), one entry per element of ``ids``.
+
+        Order by order over the positions where the previous order matched (an n-gram can only be stored
+        if its prefix is): each probe returns the slot record (row, logprob, logbackoff) in one read.
+        """
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
             raise InputError(f"token ids must lie in [0, {self.vocab_size}) for this model; got "
                              f"[{ids.min()}, {ids.max()}] - was it trained with another tokenizer?")
-        ext, offset = with_bos(ids, self.bos_id, self.eos_id)
+        ext, keep = _with_bos(ids, self.bos_id, self.eos_id)
         if ext.size == 0:
             return np.zeros(0)
-        rows = [ext]
+        logp = np.take(np.asarray(self.logprob[0], dtype=np.float64), ext)
+        V, last = self.vocab_size, ext.size - 1
+        after = ext[1:]  # after[t] = ext[t + 1]: the word following a context that ends at t
+        matched = np.ones(ext.size, dtype=np.int8)  # order of the longest stored n-gram ending at t
+        # Stored contexts of length k: where they end (t - 1 for the token at t) and their backoffs.
+        ends, rows = np.arange(last), ext[:-1]
+        contexts = [(ends, np.take(self.logbackoff[0], rows))]
         for n in range(2, self.order + 1):
-            r = np.full(ext.size, -1, dtype=np.int64)
-            r[1:] = self._find(n, rows[-1][:-1], ext[1:])
-            rows.append(r)
-        # Longest stored n-gram ending at each position, and its log probability.
-        logp = self.logprob[0][ext].astype(np.float64)
-        matched = np.ones(ext.size, dtype=np.int64)
-        for n in range(2, self.order + 1):
-            hit = rows[n - 1] >= 0
-            logp[hit] = self.logprob[n - 1][rows[n - 1][hit]]
-            matched[hit] = n
-        # Backoff weights of the stored contexts longer than the matched one: length k ends at t-1.
-        for k in range(1, self.order):
-            ctx = np.full(ext.size, -1, dtype=np.int64)
-            ctx[1:] = rows[k - 1][:-1]
-            use = (ctx >= 0) & (matched <= k)
-            logp[use] += self.logbackoff[k - 1][ctx[use]]
-        return logp[offset > 0]
+            if ends.size == 0:
+                break
+            query = rows * V
+            query += np.take(after, ends)
+            found, rec = self._tables[n - 1].probe(query)
+            hits = np.flatnonzero(found)
+            at, rec = np.take(ends, hits) + 1, np.take(rec, hits, axis=0)
+            logp[at] = rec[:, 2]
+            matched[at] = n
+            if n < self.order:
+                cut = at.size - int(at.size > 0 and at[-1] == last)  # at is sorted: only the end can be last
+                ends, rows = at[:cut], rec[:cut, 1].view(np.int64)
+                contexts.append((ends, rec[:cut, 3]))
+        # Backoff weights of the stored contexts longer than the matched n-gram, shortest first.
+        logp_after, matched_after = logp[1:], matched[1:]
+        for k, (ends, weights) in enumerate(contexts, start=1):
+            use = np.take(matched_after, ends) <= k
+            logp_after[np.compress(use, ends)] += np.compress(use, weights)
+        return logp[keep]
 
     # ----- inspection and persistence --------------------------------------------------------------
     def ngrams(self, n: int) -> np.ndarray:
