@@ -1,12 +1,16 @@
 """The evaluate stage: every model side by side, and text from every decoder for every model.
 
 In: the tokenizer, the token shards (valid/test ids and their text counts) and the loaded models
-(``{name: LanguageModel}``: the histogram, each n-gram estimator, the RNN). Out, in ``out_dir``:
+(``{name: LanguageModel}``: the histogram, each n-gram estimator, the RNN). Each split is read one shard
+at a time per model (``arcore.evaluate.evaluate_stream``), or, with ``max_score_tokens``, as a
+deterministic sample of whole documents (``arcore.heldout``) that every model scores. Out, in ``out_dir``:
 - ``evaluation.json``: per model, per split, every figure of ``arcore.evaluate.Evaluation``
 - ``comparison.table.json`` / ``comparison.md``: the test split ranked by bits per byte
 - ``bits_per_byte.png``: the bar chart of that ranking
 - ``samples.json`` / ``samples.md``: for each model, one continuation per decoding strategy
-Metrics: ``<model>.<split>.<figure>`` for bits per byte, perplexity per token and per word, OOV rate.
+Metrics: ``<model>.<split>.<figure>`` for bits per byte, perplexity per token and per word, OOV rate, and
+per split ``<split>_tokens_evaluated`` beside ``<split>_tokens_total`` (equal unless a sample was scored,
+which ``comparison.md`` then says).
 
 Models share one tokenizer here, so per-token perplexities compare too; bits per byte (the lecture's
 compression rate) is what compares across tokenizers.
@@ -16,16 +20,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Mapping
+from dataclasses import dataclass
+from typing import Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from arcore.decode import DecodeConfig
-from arcore.evaluate import compare_models, evaluate_model, plot_bits_per_byte, split_counts
+from arcore.evaluate import compare_models, evaluate_model, evaluate_stream, plot_bits_per_byte, split_counts
 from arcore.generate import generate_text
 from arcore.io import atomic_write_json, atomic_write_text
 from arcore.lm import LanguageModel
-from arcore.shards.reader import read_ids
+from arcore.shards.reader import iter_shard_ids, split_stats
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.store import LoadedTokenizer
 
@@ -35,11 +40,16 @@ LOGGED_FIGURES = ("bits_per_byte", "perplexity_per_token", "perplexity_per_word"
 
 class EvaluateConfig(BaseModel):
     """splits: where models are scored. prompt: text every sample continues ('' starts a document).
-    The decoding settings are those of ``arcore.decode.DecodeConfig``, one sample per strategy."""
+    max_score_tokens: score each split on a deterministic sample of whole documents holding at most that
+    many tokens (``arcore.heldout``; None or 0: the whole split). Bounds time and memory on large splits;
+    the report says when a sample was used.
+    The decoding settings are those of ``arcore.decode.DecodeConfig``, one sample per strategy
+    (``max_tokens`` is a sample's length, not a scoring budget)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     splits: list[Literal["valid", "test"]] = Field(default_factory=lambda: ["valid", "test"], min_length=1)
+    max_score_tokens: Optional[int] = Field(None, ge=0)
     prompt: str = ""
     strategies: list[Strategy] = Field(default_factory=lambda: ["greedy", "sample", "top-k", "top-p", "beam"])
     max_tokens: int = Field(48, ge=1, le=4096)
@@ -60,17 +70,54 @@ class EvaluateConfig(BaseModel):
         )
 
 
-def score_models(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, shards_dir: Path,
-                 splits: list[str], progress: Progress = None) -> dict[str, dict[str, dict]]:
+@dataclass(frozen=True)
+class Coverage:
+    """How much of a split the figures cover: all of it, or a sample of whole documents."""
+
+    tokens_evaluated: int
+    tokens_total: int
+    documents_evaluated: int
+    documents_total: int
+
+    @property
+    def sampled(self) -> bool:
+        return self.documents_evaluated < self.documents_total
+
+
+@dataclass(frozen=True)
+class Scores:
+    results: dict[str, dict[str, dict]]  # {model: {split: Evaluation.as_dict()}}
+    coverage: dict[str, Coverage]  # {split: Coverage}
+
+
+def score_splits(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, shards_dir: Path, splits: list[str],
+                 max_tokens: Optional[int] = None, progress: Progress = None) -> Scores:
+    """Every model on every split: streamed shard by shard, or on one sample of at most ``max_tokens``."""
+    from arcore.heldout import sample_documents
+
     results: dict[str, dict[str, dict]] = {name: {} for name in models}
+    coverage: dict[str, Coverage] = {}
     for split in splits:
-        ids = read_ids(shards_dir, split, tok.sha256)
-        counts = split_counts(shards_dir, split)
+        stats = split_stats(shards_dir, split)
+        sample = sample_documents(shards_dir, split, max_tokens, tok.sha256) if max_tokens else None
+        counts = sample.counts if sample is not None else split_counts(shards_dir, split)
         for i, (name, model) in enumerate(models.items()):
-            results[name][split] = evaluate_model(model, ids, counts, tok.unk_id).as_dict()
+            if sample is not None:
+                ev = evaluate_model(model, sample.ids, counts, tok.unk_id)
+            else:
+                ev = evaluate_stream(model, iter_shard_ids(shards_dir, split, tok.sha256), counts, tok.unk_id)
+            results[name][split] = ev.as_dict()
             if progress:
                 progress(i + 1, len(models))
-    return results
+        evaluated = sample.tokens if sample is not None else stats.tokens
+        coverage[split] = Coverage(evaluated, stats.tokens, counts.documents, stats.documents)
+    return Scores(results, coverage)
+
+
+def score_models(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, shards_dir: Path,
+                 splits: list[str], progress: Progress = None) -> dict[str, dict[str, dict]]:
+    """``{model: {split: figures}}`` on the whole splits (``score_splits`` without a sample)."""
+    return score_splits(models, tok, shards_dir, splits, progress=progress).results
 
 
 def sample_texts(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, cfg: EvaluateConfig) -> dict:
@@ -84,13 +131,14 @@ def sample_texts(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, cfg:
 
 def build_evaluation(cfg: EvaluateConfig, tok: LoadedTokenizer, shards_dir: Path,
                      models: Mapping[str, LanguageModel], out_dir: Path, progress: Progress = None) -> StageOutput:
-    results = score_models(models, tok, shards_dir, cfg.splits, progress)
+    scores = score_splits(models, tok, shards_dir, cfg.splits, cfg.max_score_tokens, progress)
+    results = scores.results
     atomic_write_json(out_dir / "evaluation.json", results)
     ranked_split = "test" if "test" in cfg.splits else cfg.splits[0]
     per_model = {name: by_split[ranked_split] for name, by_split in results.items()}
     rows = compare_models(per_model)
     atomic_write_json(out_dir / "comparison.table.json", rows)
-    atomic_write_text(out_dir / "comparison.md", comparison_markdown(rows, ranked_split))
+    atomic_write_text(out_dir / "comparison.md", comparison_markdown(rows, ranked_split, scores.coverage[ranked_split]))
     plot_bits_per_byte(per_model, out_dir / "bits_per_byte.png",
                        title=f"Bits per byte on {ranked_split} (lower is better)")
     samples = sample_texts(models, tok, cfg)
@@ -101,6 +149,9 @@ def build_evaluation(cfg: EvaluateConfig, tok: LoadedTokenizer, shards_dir: Path
         for name, by_split in results.items() for split, values in by_split.items() for figure in LOGGED_FIGURES
         if math.isfinite(float(values[figure]))
     }
+    for split, cov in scores.coverage.items():
+        metrics[f"{split}_tokens_evaluated"] = float(cov.tokens_evaluated)
+        metrics[f"{split}_tokens_total"] = float(cov.tokens_total)
     return StageOutput(
         metrics=metrics, records={"models": len(models)},
         artifacts=("evaluation.json", "comparison.table.json", "comparison.md", "bits_per_byte.png",
@@ -108,9 +159,13 @@ def build_evaluation(cfg: EvaluateConfig, tok: LoadedTokenizer, shards_dir: Path
     )
 
 
-def comparison_markdown(rows: list[dict], split: str) -> str:
-    lines = [f"Models on the {split} split, best bits per byte first.", "",
-             "| rank | model | bits/byte | ppl/word | ppl/token | OOV rate |", "|---|---|---|---|---|---|"]
+def comparison_markdown(rows: list[dict], split: str, coverage: Optional[Coverage] = None) -> str:
+    lines = [f"Models on the {split} split, best bits per byte first.", ""]
+    if coverage is not None and coverage.sampled:
+        lines += [f"Scored on a deterministic sample of whole documents (evaluate.max_score_tokens): "
+                  f"{coverage.tokens_evaluated:,} of {coverage.tokens_total:,} tokens, {coverage.documents_evaluated:,} "
+                  f"of {coverage.documents_total:,} documents; the figures are estimates for the whole split.", ""]
+    lines += ["| rank | model | bits/byte | ppl/word | ppl/token | OOV rate |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['rank']} | {r['model']} | {r['bits_per_byte']:.4f} | {r['perplexity_per_word']:.2f} "
                      f"| {r['perplexity_per_token']:.2f} | {r['oov_rate']:.4f} |")

@@ -2,8 +2,12 @@
 
 Input: a model (``arcore.lm``), the split's token ids in the shard layout (documents back to back, each
 ending with ``</s>``) and the split's ``TextCounts`` (bytes, words, documents of the source text, counted
-by ``count_text``). Output: a frozen ``Evaluation`` with ``as_dict()``; ``compare_models`` lays several
-side by side and ``plot_bits_per_byte`` draws the bar chart the evaluate stage logs.
+by ``count_text``). The ids come as one array (``evaluate_model``) or as parts arriving one shard at a time
+(``evaluate_stream``: memory is one shard and one chunk, whatever the split's size); both score the same
+chunks of whole documents (``document_chunks``, ``iter_document_chunks``) and sum them in the same order,
+so they give the same floats. Output: a frozen ``Evaluation`` with ``as_dict()``; ``compare_models`` lays
+several side by side and ``plot_bits_per_byte`` draws the bar chart the evaluate stage logs. Scoring a
+deterministic sample of whole documents instead of a whole split: ``arcore.heldout``.
 
 Conventions (they change the numbers, so they are fixed here for every model):
 - Predicted tokens are every id in ``ids``: each document's tokens and its ``</s>``. ``<s>`` is context
@@ -36,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
@@ -121,64 +125,144 @@ def document_chunks(ids: np.ndarray, eos_id: int, chunk_tokens: int) -> list[tup
     return spans
 
 
+def iter_document_chunks(parts: Iterable[np.ndarray], eos_id: int, chunk_tokens: int) -> Iterator[np.ndarray]:
+    """The chunks ``document_chunks`` cuts from the concatenation of ``parts``, as int64 arrays, reading one
+    part at a time (a chunk may span parts). Raises ``InputError`` when the ids do not end with ``</s>``.
+
+    ``[c.tolist() for c in iter_document_chunks([[5, 1, 6], [1, 7, 1]], 1, 4)] -> [[5, 1, 6, 1], [7, 1]]``.
+    """
+    buf = np.zeros(0, dtype=np.int64)
+    parts = iter(parts)
+    more = True
+    while more:
+        part = next(parts, None)
+        more = part is not None
+        if more:
+            part = np.asarray(part).ravel()
+            if not part.size:
+                continue
+            buf = np.concatenate([buf, part]) if buf.size else part
+        ends = np.flatnonzero(buf == eos_id) + 1
+        start = 0
+        while True:
+            first_after = int(np.searchsorted(ends, start, side="right"))
+            if first_after == len(ends):
+                break
+            # Final only once no later end can still fit: one is known past the budget, or the buffer is.
+            if more and ends[-1] <= start + chunk_tokens and buf.size < start + chunk_tokens:
+                break
+            last_fitting = int(np.searchsorted(ends, start + chunk_tokens, side="right")) - 1
+            stop = int(ends[max(last_fitting, first_after)])
+            yield buf[start:stop].astype(np.int64)
+            start = stop
+        buf = buf[start:]
+    if buf.size:
+        raise InputError(f"the last token is id {int(buf[-1])}, not </s> (id {eos_id}); every document "
+                         "must end with </s>: rebuild the shards")
+
+
+@dataclass
+class _Totals:
+    """Running sums over scored chunks (``Evaluation``'s numerators and counts)."""
+
+    total_nll: float = 0.0
+    in_vocab_nll: float = 0.0
+    zero: int = 0
+    tokens: int = 0
+    oov_tokens: int = 0
+    documents: int = 0
+
+    def add(self, model: LanguageModel, chunk: np.ndarray, unk_id: int) -> None:
+        nll = -np.asarray(model.score(chunk), dtype=np.float64)
+        if nll.shape != (chunk.size,):
+            raise InputError(f"the model scored {nll.shape} values for {chunk.size} tokens; its score() "
+                             "breaks the LanguageModel contract")
+        is_unk = chunk == unk_id
+        self.zero += int(np.count_nonzero(np.isposinf(nll)))
+        self.total_nll += float(np.sum(nll))
+        self.in_vocab_nll += float(np.sum(nll[~is_unk]))
+        self.tokens += int(chunk.size)
+        self.oov_tokens += int(np.count_nonzero(is_unk))
+        self.documents += int(np.count_nonzero(chunk == model.eos_id))
+
+    def evaluation(self, counts: TextCounts) -> Evaluation:
+        tokens, in_vocab = self.tokens, self.tokens - self.oov_tokens
+        return Evaluation(
+            nll_per_token=self.total_nll / tokens,
+            perplexity_per_token=_exp(self.total_nll / tokens),
+            perplexity_per_word=_exp(self.total_nll / (counts.words + counts.documents)),
+            bits_per_byte=self.total_nll / (math.log(2) * counts.source_bytes),
+            oov_rate=self.oov_tokens / tokens,
+            perplexity_per_token_excl_oov=_exp(self.in_vocab_nll / in_vocab) if in_vocab else math.nan,
+            total_nll=self.total_nll,
+            tokens=tokens,
+            words=counts.words,
+            documents=counts.documents,
+            source_bytes=counts.source_bytes,
+            oov_tokens=self.oov_tokens,
+            zero_probability_tokens=self.zero,
+        )
+
+
+def _check_vocabulary(ids: np.ndarray, model: LanguageModel) -> None:
+    if ids.min() < 0 or ids.max() >= model.vocab_size:
+        raise InputError(f"token ids span [{int(ids.min())}, {int(ids.max())}] but the model's vocabulary has "
+                         f"{model.vocab_size} ids; evaluate with the tokenizer the model was trained with")
+
+
+def _check_documents(documents: int, counts: TextCounts) -> None:
+    if documents != counts.documents:
+        raise InputError(f"the ids hold {documents} documents but the text counts say {counts.documents}; "
+                         "pass the counts of the same split and tokenizer run")
+
+
+def _check_bytes(counts: TextCounts) -> None:
+    if counts.source_bytes <= 0:
+        raise InputError("source_bytes must be positive; count the split's text with count_text")
+
+
 def evaluate_model(model: LanguageModel, ids: np.ndarray, counts: TextCounts, unk_id: int,
                    chunk_tokens: int = DEFAULT_CHUNK_TOKENS, progress: Progress = None) -> Evaluation:
     """Score ``ids`` (whole documents, each ending with ``</s>``) under ``model``; see the module docstring.
 
     Raises ``InputError`` when ``ids`` is empty, does not end with ``</s>``, holds ids outside the
     vocabulary, or holds a different number of documents than ``counts`` says (a sign the counts come
-    from another split or tokenizer run).
+    from another split or tokenizer run). Only one chunk at a time is converted to int64.
     """
-    ids = np.asarray(ids, dtype=np.int64).ravel()
+    ids = np.asarray(ids).ravel()
     if ids.size == 0:
         raise InputError("no tokens to evaluate: the split is empty; check the shards stage output")
     if ids[-1] != model.eos_id:
         raise InputError(f"the last token is id {int(ids[-1])}, not </s> (id {model.eos_id}); every document "
                          "must end with </s>: rebuild the shards")
-    if ids.min() < 0 or ids.max() >= model.vocab_size:
-        raise InputError(f"token ids span [{int(ids.min())}, {int(ids.max())}] but the model's vocabulary has "
-                         f"{model.vocab_size} ids; evaluate with the tokenizer the model was trained with")
-    documents = int(np.count_nonzero(ids == model.eos_id))
-    if documents != counts.documents:
-        raise InputError(f"the ids hold {documents} documents but the text counts say {counts.documents}; "
-                         "pass the counts of the same split and tokenizer run")
-    if counts.source_bytes <= 0:
-        raise InputError("source_bytes must be positive; count the split's text with count_text")
+    _check_vocabulary(ids, model)
+    _check_documents(int(np.count_nonzero(ids == model.eos_id)), counts)
+    _check_bytes(counts)
 
     spans = document_chunks(ids, model.eos_id, max(1, int(chunk_tokens)))
-    total_nll = in_vocab_nll = 0.0
-    zero = 0
-    is_unk = ids == unk_id
+    totals = _Totals()
     for done, (start, stop) in enumerate(spans, 1):
-        nll = -np.asarray(model.score(ids[start:stop]), dtype=np.float64)
-        if nll.shape != (stop - start,):
-            raise InputError(f"the model scored {nll.shape} values for {stop - start} tokens; its score() "
-                             "breaks the LanguageModel contract")
-        zero += int(np.count_nonzero(np.isposinf(nll)))
-        total_nll += float(np.sum(nll))
-        in_vocab_nll += float(np.sum(nll[~is_unk[start:stop]]))
+        totals.add(model, ids[start:stop].astype(np.int64), unk_id)
         if progress is not None:
             progress(done, len(spans))
+    return totals.evaluation(counts)
 
-    tokens = int(ids.size)
-    oov_tokens = int(np.count_nonzero(is_unk))
-    in_vocab = tokens - oov_tokens
-    excl = _exp(in_vocab_nll / in_vocab) if in_vocab else math.nan
-    return Evaluation(
-        nll_per_token=total_nll / tokens,
-        perplexity_per_token=_exp(total_nll / tokens),
-        perplexity_per_word=_exp(total_nll / (counts.words + counts.documents)),
-        bits_per_byte=total_nll / (math.log(2) * counts.source_bytes),
-        oov_rate=oov_tokens / tokens,
-        perplexity_per_token_excl_oov=excl,
-        total_nll=total_nll,
-        tokens=tokens,
-        words=counts.words,
-        documents=counts.documents,
-        source_bytes=counts.source_bytes,
-        oov_tokens=oov_tokens,
-        zero_probability_tokens=zero,
-    )
+
+def evaluate_stream(model: LanguageModel, parts: Iterable[np.ndarray], counts: TextCounts, unk_id: int,
+                    chunk_tokens: int = DEFAULT_CHUNK_TOKENS, progress: Progress = None) -> Evaluation:
+    """``evaluate_model`` over ids arriving in ``parts`` (e.g. ``arcore.shards.reader.iter_shard_ids``), equal
+    to it on their concatenation; the same refusals, the document count checked once every part is read."""
+    _check_bytes(counts)
+    totals = _Totals()
+    for done, chunk in enumerate(iter_document_chunks(parts, model.eos_id, max(1, int(chunk_tokens))), 1):
+        _check_vocabulary(chunk, model)
+        totals.add(model, chunk, unk_id)
+        if progress is not None:
+            progress(done, None)
+    if totals.tokens == 0:
+        raise InputError("no tokens to evaluate: the split is empty; check the shards stage output")
+    _check_documents(totals.documents, counts)
+    return totals.evaluation(counts)
 
 
 # Columns of the comparison table, in order; the first figure is the one comparable across tokenizers.

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from rnn_default_quality import load_documents, tokenize  # noqa: E402
 
-from arcore.rnn.batchify import batchify, get_window  # noqa: E402
+from arcore.neural.data import batchify, get_window  # noqa: E402
 from arcore.rnn.checkpoint import load_model  # noqa: E402
 from arcore.rnn.config import RNNConfig  # noqa: E402
 from arcore.rnn.diagnostics import gradient_decay, hidden_gradient_norms, plot_gradient_norms  # noqa: E402

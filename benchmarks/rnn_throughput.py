@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from rnn_default_quality import load_documents, tokenize  # noqa: E402
 
-from arcore.rnn.batchify import batchify, get_window  # noqa: E402
+from arcore.neural.data import batchify, get_window  # noqa: E402
 from arcore.rnn.config import RNNConfig  # noqa: E402
 from arcore.rnn.model import RNNModel  # noqa: E402
 from arcore.rnn.train import train_rnn  # noqa: E402

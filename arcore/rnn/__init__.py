@@ -1,15 +1,15 @@
 """Neural autoregressive models: Elman RNN, GRU and LSTM language models trained with truncated BPTT.
 
-Modules, in the order data flows through them:
-- ``config``: ``RNNConfig``, the stage's settings;
-- ``batchify``: flat ids -> ``(time, batch)`` streams -> BPTT windows;
-- ``model``: ``RNNModel`` (embedding, recurrence, tied linear head) and the next-token loss;
-- ``train``: ``train_rnn`` (resumable truncated BPTT, plateau annealing, DDP) -> ``TrainResult``; the loop
-  itself is ``train_model(family, ...)``, shared with ``arcore.transformer`` through ``ModelFamily``;
-- ``checkpoint``: atomic, pickle-free checkpoints and the saved model (state dict + ``config.json``);
-- ``distributed``: torchrun / DDP process-group setup; ``launch``: the command-line entry point;
+The token stream, the training loop, checkpoints and DDP are shared with ``arcore.transformer`` and live in
+``arcore.neural``; this package adds the recurrent model. Modules, in the order data flows through them:
+- ``config``: ``RNNConfig``, the stage's settings (the model shape on top of ``TrainingConfig``);
+- ``model``: ``RNNModel`` (embedding, recurrence, tied linear head);
+- ``train``: ``train_rnn`` (``arcore.neural.train``'s resumable truncated BPTT with the RNN family) ->
+  ``TrainResult``;
+- ``checkpoint``: the saved model (state dict + ``config.json``) and the RNN's checkpoint tag;
 - ``diagnostics``: ``||dL/dh_t||`` per time step and the recurrent spectral norm (vanishing gradients);
 - ``lm``: ``RNNLanguageModel``, the ``arcore.lm.LanguageModel`` adapter used by evaluation and decoding;
+- ``stage``: ``build_rnn`` / ``load_rnn``, the pipeline stage;
 - ``toy_addition``: the lecture's binary-addition Elman RNN.
 """
 

@@ -19,45 +19,15 @@ SGD lr 20, clip 0.25, dropout 0.2) are one override away::
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from arcore.neural.config import TrainingConfig
+
 Cell = Literal["rnn_tanh", "rnn_relu", "gru", "lstm"]
 
-
-class TrainingConfig(BaseModel):
-    """The training schedule of a neural language model; ``RNNConfig`` and ``TransformerConfig`` extend it
-    with their shapes (one loop, ``arcore.rnn.train``, trains both).
-
-    dropout: on the model's inputs/outputs (and attention, for the Transformer) while training.
-    batch_size: parallel streams per update (per process under DDP); eval_batch_size: the same for evaluation.
-    lr: initial learning rate. lr_schedule: ``plateau`` divides it by ``lr_anneal`` after every epoch whose
-        valid loss does not improve on the best so far (word_language_model's annealing); ``cosine`` decays
-        it to 5% of ``lr`` over the run, per step.
-    clip: gradient norm clipping threshold (``torch.nn.utils.clip_grad_norm_``).
-    optimizer: ``sgd`` (plain, as word_language_model) or ``adamw`` (with ``weight_decay``).
-    checkpoint_every: write a resumable checkpoint every that many optimizer steps (0: only at epoch ends).
-    max_steps: stop after that many optimizer steps in total (None: run all epochs).
-    device: ``auto`` picks CUDA when available, else CPU.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    batch_size: int = Field(16, ge=1, le=65536)
-    lr: float = Field(0.004, gt=0.0, le=1000.0)
-    lr_anneal: float = Field(4.0, ge=1.0, le=1000.0)
-    lr_schedule: Literal["plateau", "cosine"] = "plateau"
-    clip: float = Field(0.25, gt=0.0)
-    epochs: int = Field(4, ge=1, le=10_000)
-    optimizer: Literal["sgd", "adamw"] = "adamw"
-    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
-    seed: int = Field(1234, ge=0)
-    checkpoint_every: int = Field(200, ge=0)
-    max_steps: Optional[int] = Field(None, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    eval_batch_size: int = Field(32, ge=1, le=65536)
+__all__ = ["AdditionConfig", "Cell", "RNNConfig", "TrainingConfig"]
 
 
 class RNNConfig(TrainingConfig):

@@ -3,7 +3,7 @@
 Input: token ids laid out time-major, ``(T, B)`` (word_language_model's layout: column ``b`` is one
 contiguous stream), and the hidden state left by the previous window. Output: logits ``(T, B, V)`` for the
 *next* token at every position, and the new hidden state. Training minimises cross-entropy between
-``logits[t]`` and ``ids[t + 1]`` (``next_token_loss``).
+``logits[t]`` and ``ids[t + 1]`` (``next_token_loss``, shared with the Transformer in ``arcore.neural.loss``).
 
 The recurrence is torch's own ``nn.RNN`` (Elman, tanh or relu), ``nn.GRU`` or ``nn.LSTM``, so CPU and cuDNN
 kernels are used unchanged. Hidden state: a tensor ``(layers, B, H)``, or for the LSTM a pair
@@ -22,10 +22,12 @@ from __future__ import annotations
 from typing import Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from arcore.neural.loss import detach_hidden, next_token_loss
 from arcore.rnn.config import RNNConfig
+
+__all__ = ["Hidden", "RNNModel", "detach_hidden", "next_token_loss"]
 
 Hidden = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
@@ -78,20 +80,3 @@ class RNNModel(nn.Module):
     def forward(self, ids: torch.Tensor, hidden: Hidden) -> tuple[torch.Tensor, Hidden]:
         output, hidden = self.recurrent_states(ids, hidden)
         return self.decoder(self.drop(output)), hidden
-
-
-def detach_hidden(hidden: Hidden) -> Hidden:
-    """Cut the graph at a window boundary: truncated BPTT keeps the values, drops the history.
-
-    ``None`` (a model that carries no state between windows) stays ``None``.
-    """
-    if hidden is None:
-        return None
-    if isinstance(hidden, torch.Tensor):
-        return hidden.detach()
-    return tuple(h.detach() for h in hidden)
-
-
-def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy (nats per token) of ``logits (T, B, V)`` against ``targets (T, B)``."""
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))

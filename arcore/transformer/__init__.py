@@ -1,12 +1,12 @@
-"""Masked autoregressive models: a decoder-only causal Transformer, trained by the RNN's loop.
+"""Masked autoregressive models: a decoder-only causal Transformer, trained by the loop the RNN uses.
 
 The lecture names two ways a neural autoregressive model can read its context: recurrence (``arcore.rnn``)
 and masking (this package). Modules, in the order data flows through them:
 - ``config``: ``TransformerConfig``, the stage's settings;
 - ``model``: ``TransformerModel`` (token + position embeddings, pre-norm causal self-attention blocks,
   tied head) and its key/value cache;
-- ``train``: ``train_transformer``: ``arcore.rnn.train``'s resumable loop (checkpoints, DDP) on the same
-  shard windows;
+- ``train``: ``train_transformer``: ``arcore.neural.train``'s resumable loop (checkpoints, DDP) on the same
+  shard windows as the RNN (``arcore.neural.data``);
 - ``checkpoint``: the saved model (state dict + ``config.json``), read with ``weights_only=True``;
 - ``lm``: ``TransformerLanguageModel``, the ``arcore.lm.LanguageModel`` adapter with a K/V cache and a
   sliding window past the trained context;

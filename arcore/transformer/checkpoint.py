@@ -1,6 +1,6 @@
 """The saved Transformer: ``model.pt`` (state dict) and ``config.json``, atomic, read without pickle.
 
-Same files and the same guarantees as the RNN's model directory (``arcore.rnn.checkpoint``, whose atomic
+Same files and the same guarantees as the RNN's model directory (``arcore.neural.checkpoint``'s atomic
 writers and ``weights_only=True`` loader are reused): ``config.json`` holds the format tag, the vocabulary
 size and the resolved ``TransformerConfig`` under ``transformer``. Training checkpoints
 (``checkpoint.pt``) are written by the shared trainer with the tag ``CHECKPOINT_FORMAT``, so an RNN
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from arcore.errors import StageError
-from arcore.rnn.checkpoint import MODEL_CONFIG, MODEL_WEIGHTS, atomic_torch_save, atomic_write_text, safe_torch_load
+from arcore.neural.checkpoint import MODEL_CONFIG, MODEL_WEIGHTS, atomic_torch_save, atomic_write_text, safe_torch_load
 from arcore.transformer.config import TransformerConfig
 from arcore.transformer.model import TransformerModel
 

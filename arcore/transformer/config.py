@@ -2,7 +2,7 @@
 
 One frozen pydantic model, composed by the pipeline config as its ``transformer`` section and saved,
 fully resolved, with every checkpoint and final model (``config.json``). The training fields mean what they
-mean in ``RNNConfig`` (the same loop trains both, ``arcore.rnn.train``), with one renaming: the window
+mean in ``RNNConfig`` (the same loop trains both, ``arcore.neural.train``), with one renaming: the window
 length is ``context``, the number of positions the model attends over, which is also the length of the
 training windows cut from the shard streams (``cfg.bptt`` is an alias the shared trainer reads).
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from arcore.rnn.config import TrainingConfig
+from arcore.neural.config import TrainingConfig
 
 
 class TransformerConfig(TrainingConfig):

@@ -1,6 +1,8 @@
 """The transformer stage: token shards -> a trained causal Transformer LM, its attention map, valid figures.
 
-In: the tokenizer directory and the shards directory. Out, in ``out_dir`` (resumable: a relaunch after a
+In: the tokenizer directory and the shards directory, read as the rnn stage reads them (the train split
+memory-mapped, ``arcore.neural.stage``; ``transformer.max_valid_tokens`` samples the valid split). Out, in
+``out_dir`` (resumable: a relaunch after a
 kill continues from ``checkpoint.pt``): ``model/`` (best-epoch weights + config, loaded with
 ``weights_only=True``), ``checkpoint.pt``, ``history.json`` (per-epoch figures), ``attention.png`` (each
 head of the last block on the first ``min(context, 48)`` tokens of the first valid document: the causal
@@ -16,10 +18,9 @@ from typing import Optional
 
 import numpy as np
 
-from arcore.evaluate import evaluate_model, split_counts
 from arcore.io import atomic_write_json
-from arcore.rnn.train import MODEL_DIR, EpochCallback, StepCallback
-from arcore.shards.reader import read_ids
+from arcore.neural.stage import read_training_data, score_valid
+from arcore.neural.train import MODEL_DIR, EpochCallback, StepCallback
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.store import LoadedTokenizer, load_tokenizer
 from arcore.transformer.attention_map import plot_attention
@@ -47,19 +48,21 @@ def build_transformer(cfg: TransformerConfig, tokenizer_dir: Path, shards_dir: P
                       progress: Progress = None, on_step: Optional[StepCallback] = None,
                       on_epoch: Optional[EpochCallback] = None) -> StageOutput:
     tok = load_tokenizer(tokenizer_dir)
-    train = read_ids(shards_dir, "train", tok.sha256)
-    valid = read_ids(shards_dir, "valid", tok.sha256)
-    valid_counts = split_counts(shards_dir, "valid")
-    result = train_transformer(cfg, train, valid, tok.vocab_size, out_dir, valid_bytes=valid_counts.source_bytes,
-                               on_step=on_step, on_epoch=on_epoch, resume=True, progress=progress)
+    data = read_training_data(shards_dir, tok.sha256, out_dir, cfg.max_valid_tokens)
+    result = train_transformer(cfg, data.train, data.valid, tok.vocab_size, out_dir,
+                               valid_bytes=data.valid_counts.source_bytes, on_step=on_step, on_epoch=on_epoch,
+                               resume=True, progress=progress)
     lm = load_transformer(out_dir, tok)
-    ev = evaluate_model(lm, valid, valid_counts, tok.unk_id)
+    ev = score_valid(lm, data, tok.unk_id)
     atomic_write_json(Path(out_dir) / "history.json", [dict(h) for h in result.history])
-    sample = attention_sample(valid, tok.eos_id, min(cfg.context, ATTENTION_TOKENS))
+    length = min(cfg.context, ATTENTION_TOKENS)
+    sample = attention_sample(data.first_valid_ids(length), tok.eos_id, length)
+    data.remove()
     plot_attention(lm.model, sample, Path(out_dir) / ATTENTION_PNG, labels=_token_label(tok),
                    title=f"last-layer attention on the first valid document ({len(sample)} tokens)")
     out = result.stage_output()
-    metrics = {**out.metrics, "valid_bits_per_byte": ev.bits_per_byte, "valid_perplexity": ev.perplexity_per_token}
+    metrics = {**out.metrics, "valid_bits_per_byte": ev.bits_per_byte, "valid_perplexity": ev.perplexity_per_token,
+               "valid_tokens_evaluated": float(ev.tokens)}
     return StageOutput(metrics=metrics, records=out.records, artifacts=(*out.artifacts, "history.json", ATTENTION_PNG))
 
 

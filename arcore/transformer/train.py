@@ -1,7 +1,7 @@
-"""Training the Transformer: the RNN's loop (``arcore.rnn.train.train_model``) with the Transformer family.
+"""Training the Transformer: the shared loop (``arcore.neural.train.train_model``) with the Transformer family.
 
-Input and output are ``train_rnn``'s: flat train/valid ids (shard layout), the vocabulary size, a
-``TransformerConfig`` and an output directory that receives ``checkpoint.pt`` (resumable: every
+Input and output are ``train_rnn``'s: train/valid ids in the shard layout (memory-mapped or in memory),
+the vocabulary size, a ``TransformerConfig`` and an output directory that receives ``checkpoint.pt`` (resumable: every
 ``checkpoint_every`` steps and at each epoch end) and ``model/`` (best-epoch weights + ``config.json``).
 
 The data are the same ``(time, batch)`` streams cut into windows of ``context`` tokens. What differs from
@@ -12,7 +12,7 @@ scoring resets at each document start (``arcore.transformer.lm``). The streaming
 reports per epoch is therefore a little pessimistic against the per-document score the stage reports.
 
 Checkpoints, SIGKILL-safe resume (bit-identical on CPU), plateau annealing, callbacks, bf16 on CUDA and
-DDP under torchrun (``python -m arcore.rnn.launch --model transformer ...``) come from the shared loop.
+DDP under torchrun (``python -m arcore.neural.launch --model transformer ...``) come from the shared loop.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
-from arcore.rnn.train import EpochCallback, ModelFamily, StepCallback, TrainResult, train_model
+from arcore.neural.data import Ids
+from arcore.neural.train import EpochCallback, ModelFamily, StepCallback, TrainResult, train_model
 from arcore.stage import Progress
 from arcore.transformer.checkpoint import CHECKPOINT_FORMAT, save_model
 from arcore.transformer.config import TransformerConfig
@@ -34,8 +33,8 @@ TRANSFORMER_FAMILY = ModelFamily(section="transformer", build=TransformerModel, 
 
 def train_transformer(
     cfg: TransformerConfig,
-    train_ids: np.ndarray,
-    valid_ids: np.ndarray,
+    train_ids: Ids,
+    valid_ids: Ids,
     vocab_size: int,
     out_dir: Path,
     *,

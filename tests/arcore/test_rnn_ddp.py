@@ -1,6 +1,6 @@
 """Data parallel training with torch DDP: 2 CPU processes (gloo) launched by torchrun train, and agree.
 
-``python -m torch.distributed.run --nproc_per_node 2 -m arcore.rnn.launch`` is the command the
+``python -m torch.distributed.run --nproc_per_node 2 -m arcore.neural.launch`` is the command the
 ``arcore.rnn.distributed`` docstring documents; each rank prints its final-weights digest.
 """
 
@@ -30,7 +30,7 @@ def test_two_gloo_processes_train_and_ranks_agree(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     # --standalone: torchrun picks a free rendezvous port itself (no race with other processes on the host)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "arcore.rnn.launch", "--train", str(tmp_path / "train.npy"),
+           "-m", "arcore.neural.launch", "--train", str(tmp_path / "train.npy"),
            "--valid", str(tmp_path / "valid.npy"), "--vocab-size", "12", "--config", str(tmp_path / "cfg.json"),
            "--out", str(tmp_path / "out"), "--threads", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)

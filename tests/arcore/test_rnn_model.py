@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from arcore.errors import InputError, StageError
-from arcore.rnn.batchify import batchify, get_window, n_windows
+from arcore.neural.data import batchify, get_window, n_windows
 from arcore.rnn.checkpoint import MODEL_CONFIG, MODEL_WEIGHTS, load_checkpoint, load_model, save_checkpoint, save_model
 from arcore.rnn.config import RNNConfig
 from arcore.rnn.model import RNNModel, detach_hidden, next_token_loss

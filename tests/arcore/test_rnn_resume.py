@@ -1,6 +1,6 @@
 """Kill a training run with SIGKILL, relaunch it, and get the weights of an uninterrupted run, bit for bit.
 
-Runs ``python -m arcore.rnn.launch`` in subprocesses (1 torch thread each, CPU). Dropout is on so the
+Runs ``python -m arcore.neural.launch`` in subprocesses (1 torch thread each, CPU). Dropout is on so the
 restored RNG state matters, and the kill lands mid-epoch so the carried hidden state and the data
 position matter too.
 """
@@ -38,7 +38,7 @@ def _inputs(tmp_path: Path) -> list[str]:
 
 def _launch(args: list[str], out: Path, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "arcore.rnn.launch", *args, "--out", str(out)],
+    return subprocess.Popen([sys.executable, "-m", "arcore.neural.launch", *args, "--out", str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 

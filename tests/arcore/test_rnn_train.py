@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from arcore.rnn.batchify import batchify, get_window
+from arcore.neural.data import batchify, get_window
 from arcore.rnn.checkpoint import load_model
 from arcore.rnn.config import RNNConfig
-from arcore.rnn.distributed import DistContext
+from arcore.neural.distributed import DistContext
 from arcore.rnn.model import RNNModel
-from arcore.rnn.train import evaluate, train_rnn
+from arcore.neural.train import evaluate
+from arcore.rnn.train import train_rnn
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -88,7 +88,7 @@ RESUME_CONFIG = {"layers": 1, "d_model": 16, "heads": 2, "context": 6, "dropout"
 
 def _launch(args: list[str], out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "arcore.rnn.launch", "--model", "transformer", *args,
+    return subprocess.Popen([sys.executable, "-m", "arcore.neural.launch", "--model", "transformer", *args,
                              "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -169,7 +169,7 @@ def test_stage_writes_model_history_attention_map_and_per_document_figures(tmp_p
 
 
 def test_two_gloo_processes_train_it_and_ranks_agree(tmp_path):
-    """DDP comes from the shared loop: ``torchrun ... arcore.rnn.launch --model transformer``."""
+    """DDP comes from the shared loop: ``torchrun ... arcore.neural.launch --model transformer``."""
     ids = np.tile(np.arange(2, 12), 120)
     np.save(tmp_path / "train.npy", ids)
     np.save(tmp_path / "valid.npy", ids[:200])
@@ -178,7 +178,7 @@ def test_two_gloo_processes_train_it_and_ranks_agree(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "arcore.rnn.launch", "--model", "transformer", "--train", str(tmp_path / "train.npy"),
+           "-m", "arcore.neural.launch", "--model", "transformer", "--train", str(tmp_path / "train.npy"),
            "--valid", str(tmp_path / "valid.npy"), "--vocab-size", "12", "--config", str(tmp_path / "cfg.json"),
            "--out", str(tmp_path / "out"), "--threads", "1"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)

@@ -2,13 +2,14 @@
 
 Input: ``--train``/``--valid`` flat int id arrays saved with ``numpy.save``, ``--vocab-size``, an optional
 ``--config`` JSON file holding an ``RNNConfig`` (its fields, e.g. ``{"cell": "gru", "epochs": 2}``), or with
-``--model transformer`` a ``TransformerConfig`` (``arcore.transformer``, trained by the same loop).
+``--model transformer`` a ``TransformerConfig`` (``arcore.transformer``, trained by the same loop). The id
+files are memory-mapped (``np.load(mmap_mode="r")``), as the stages read theirs.
 Output: ``train_rnn``'s files in ``--out`` and on stdout, printed by rank 0, one JSON line per rank with
 ``TrainResult.metrics()``, the rank and the digest of its final weights (ranks must agree).
 Relaunching the same command resumes from ``--out/checkpoint.pt``.
 
-    python -m arcore.rnn.launch --train t.npy --valid v.npy --vocab-size 4096 --out runs/rnn
-    python -m torch.distributed.run --standalone --nproc_per_node 2 -m arcore.rnn.launch ...  # DDP
+    python -m arcore.neural.launch --train t.npy --valid v.npy --vocab-size 4096 --out runs/rnn
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m arcore.neural.launch ...  # DDP
 
 ``--step-delay`` sleeps that many seconds after every step (only used by the kill-and-resume test, to
 leave time to kill a run between checkpoints).
@@ -26,13 +27,11 @@ import numpy as np
 import torch
 
 from arcore.errors import ArpipeError
-from arcore.rnn.config import RNNConfig
-from arcore.rnn.distributed import gather_objects, init_from_env
-from arcore.rnn.train import train_rnn
+from arcore.neural.distributed import gather_objects, init_from_env
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m arcore.rnn.launch", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m arcore.neural.launch", description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=Path, required=True)
     parser.add_argument("--valid", type=Path, required=True)
     parser.add_argument("--vocab-size", type=int, required=True)
@@ -49,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
             from arcore.transformer.config import TransformerConfig as config_class
             from arcore.transformer.train import train_transformer as train
         else:
-            config_class, train = RNNConfig, train_rnn
+            from arcore.rnn.config import RNNConfig as config_class
+            from arcore.rnn.train import train_rnn as train
         cfg = config_class.model_validate_json(args.config.read_text()) if args.config else config_class()
         ctx = init_from_env()
         on_step = (lambda step, m: time.sleep(args.step_delay)) if args.step_delay > 0 else None
-        result = train(cfg, np.load(args.train), np.load(args.valid), args.vocab_size, args.out, on_step=on_step)
+        train_ids, valid_ids = np.load(args.train, mmap_mode="r"), np.load(args.valid, mmap_mode="r")
+        result = train(cfg, train_ids, valid_ids, args.vocab_size, args.out, on_step=on_step)
     except ArpipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

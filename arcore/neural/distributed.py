@@ -2,18 +2,18 @@
 
 ``torchrun`` (``python -m torch.distributed.run``) starts one process per worker and sets ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``. ``init_from_env`` joins the group
-(``nccl`` on CUDA, ``gloo`` on CPU); ``train_rnn`` then wraps the model in ``DistributedDataParallel``,
+(``nccl`` on CUDA, ``gloo`` on CPU); ``arcore.neural.train`` then wraps the model in ``DistributedDataParallel``,
 gives each rank its own streams of the training data (see ``batchify``), averages gradients across ranks
 in every backward pass, and lets rank 0 alone write checkpoints and the model, with every rank's hidden
 state and RNG state gathered into the checkpoint so a relaunch resumes all ranks.
 
 On CPU (what the tests run)::
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 -m arcore.rnn.launch \\
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m arcore.neural.launch \\
         --train train.npy --valid valid.npy --vocab-size 4096 --out runs/rnn
 
 On one machine with N GPUs, the same command with ``--nproc_per_node N``: rank ``r`` uses ``cuda:r``
-(``LOCAL_RANK``), the backend is NCCL, and each GPU trains ``rnn.batch_size`` streams, so the effective
+(``LOCAL_RANK``), the backend is NCCL, and each GPU trains ``batch_size`` streams, so the effective
 batch is ``N * batch_size`` (scale ``lr`` accordingly). Across machines add ``--nnodes``, ``--node_rank``
 and ``--rdzv_endpoint host:port`` as torchrun documents. Mixed precision (bf16 autocast) is on for CUDA.
 Results are identical across ranks by construction: DDP broadcasts rank 0's initial weights and
