@@ -48,51 +48,101 @@ def default_words(model: BackoffModel) -> list[str]:
     return words
 
 
-def _fmt(values: np.ndarray) -> np.ndarray:
-    """log10 text of natural-log values, as an object array (-99 for probability 0)."""
-    log10 = np.maximum(values / LN10, NO_PROB)
-    return np.array(["%.10g" % v for v in log10.tolist()], dtype=object)
+def _fmt(values: np.ndarray) -> pa.Array:
+    """log10 text of natural-log values (-99 for probability 0), as a pyarrow string array.
+
+    Each distinct value is formatted once: an order's probabilities and backoffs repeat heavily (on a
+    20 MB-corpus 5-gram, 0.1-45% of the probabilities and under 1% of the backoffs are distinct).
+    Distinct means distinct bits, so -0 and 0 keep their own text.
+    """
+    log10 = np.maximum(np.asarray(values, dtype=np.float64) / LN10, NO_PROB)
+    bits, inverse = np.unique(log10.view(np.int64), return_inverse=True)
+    text = pa.array(["%.10g" % v for v in bits.view(np.float64).tolist()], pa.string())
+    return pc.take(text, pa.array(inverse.ravel()))
 
 
-def write_arpa(model: BackoffModel, path: Path, words: Sequence[str] | None = None) -> None:
-    """Write ``model`` as an ARPA file (gzip-compressed when ``path`` ends in ``.gz``); atomic."""
+def write_arpa(model: BackoffModel, path: Path, words: Sequence[str] | None = None, *,
+               compresslevel: int = 6, chunk_rows: int = 1 << 17) -> None:
+    """Write ``model`` as an ARPA file (gzip-compressed when ``path`` ends in ``.gz``); atomic.
+
+    Streams ``chunk_rows`` n-grams at a time, so a memory-mapped model of any size is written in bounded
+    memory: rows ``lo..hi`` of order n are decoded from the distinct prefix rows they refer to in order
+    n-1, recursively (``_decode_rows``), and an entry gets a backoff weight when order n+1 has a key with
+    it as prefix (``_is_context``). The text does not depend on ``chunk_rows``. gzip level 6 (gzip's own
+    default) compresses about 2.8x faster than level 9 for a file 3% larger.
+    """
     words = list(words) if words is not None else default_words(model)
     if len(words) != model.vocab_size:
         raise InputError(f"ARPA export needs one word per id: got {len(words)} words for vocab_size "
                          f"{model.vocab_size}")
-    bad = [w for w in words if not w or re.search(r"\s", w)]
-    if bad:
+    if not all(words) or re.search(r"\s", "".join(words)):  # one scan when every word is fine
+        bad = [w for w in words if not w or re.search(r"\s", w)]
         raise InputError(f"ARPA words cannot be empty or contain whitespace (e.g. {bad[0]!r}); pass words= "
                          "with escaped token strings")
     word_arr = pa.array(words, pa.string())
-    buf = io.StringIO()
-    buf.write("\\data\\\n")
-    for n, m in enumerate(model.num_ngrams(), start=1):
-        buf.write(f"ngram {n}={m}\n")
-    for n in range(1, model.order + 1):
-        buf.write(f"\n\\{n}-grams:\n")
-        mat = decode(model.keys, model.vocab_size, n)
-        columns = [pa.array(_fmt(model.logprob[n - 1]), pa.string())]
-        columns += [pc.take(word_arr, pa.array(mat[:, j])) for j in range(n)]
-        lines = pc.binary_join_element_wise(columns[0], pc.binary_join_element_wise(*columns[1:], " "), "\t")
-        if n < model.order:
-            bo = pa.array(_fmt(model.logbackoff[n - 1]), pa.string())
-            with_bo = pc.binary_join_element_wise(lines, bo, "\t")
-            lines = pc.if_else(pa.array(_is_context(model, n)), with_bo, lines)
-        buf.write("\n".join(lines.to_numpy(zero_copy_only=False).tolist()))
-        buf.write("\n")
-    buf.write("\n\\end\\\n")
-    data = buf.getvalue().encode("utf-8")
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data, mtime=0)
-    atomic_write(Path(path), lambda f: f.write(data))
+
+    def write(f) -> None:
+        out = gzip.GzipFile(filename="", fileobj=f, mode="wb", compresslevel=compresslevel, mtime=0) \
+            if str(path).endswith(".gz") else f
+        out.write(("\\data\\\n" + "".join(f"ngram {n}={m}\n" for n, m in
+                                          enumerate(model.num_ngrams(), start=1))).encode())
+        for n in range(1, model.order + 1):
+            out.write(f"\n\\{n}-grams:\n".encode())
+            size = len(model.logprob[n - 1])
+            if size == 0:
+                out.write(b"\n")
+            for lo in range(0, size, chunk_rows):
+                out.write(_section_chunk(model, word_arr, n, lo, min(size, lo + chunk_rows)))
+        out.write(b"\n\\end\\\n")
+        if out is not f:
+            out.close()
+
+    atomic_write(Path(path), write)
 
 
-def _is_context(model: BackoffModel, n: int) -> np.ndarray:
-    """Which order-n entries are the prefix of at least one order n+1 entry."""
-    size = len(model.keys[n - 1])
-    prefixes = model.keys[n] // model.vocab_size
-    return np.bincount(prefixes, minlength=size) > 0
+def _section_chunk(model: BackoffModel, word_arr: pa.Array, n: int, lo: int, hi: int) -> pa.Buffer:
+    """Lines ``lo..hi`` of the order-n section, each ending in a newline, as a UTF-8 buffer."""
+    mat = _decode_rows(model, n, np.arange(lo, hi), contiguous=True)
+    columns = [_fmt(model.logprob[n - 1][lo:hi])]
+    columns += [pc.take(word_arr, pa.array(mat[:, j])) for j in range(n)]
+    lines = pc.binary_join_element_wise(columns[0], pc.binary_join_element_wise(*columns[1:], " "), "\t")
+    if n < model.order:
+        bo = _fmt(model.logbackoff[n - 1][lo:hi])
+        with_bo = pc.binary_join_element_wise(lines, bo, "\t")
+        lines = pc.if_else(pa.array(_is_context(model, n, lo, hi)), with_bo, lines)
+    # line + "\n" for every line: the string array's data buffer is then the section's text itself.
+    text = pc.binary_join_element_wise(lines, pa.scalar("", pa.string()), "\n")
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + len(text) + 1]
+    return text.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
+def _decode_rows(model: BackoffModel, n: int, rows: np.ndarray, contiguous: bool = False) -> np.ndarray:
+    """``(len(rows), n)`` ids of the order-n entries ``rows`` (sorted), reading only what they refer to.
+
+    Prefix rows of sorted keys are non-decreasing, so the distinct prefixes of a chunk are a sorted set no
+    larger than the chunk: decoding them in order n-1 recurses with bounded memory at every order.
+    """
+    if n == 1:
+        return rows[:, None]
+    keys = model.keys[n - 1]
+    k = np.asarray(keys[rows[0]:rows[-1] + 1] if contiguous and rows.size else np.take(keys, rows))
+    prefix, word = np.divmod(k, model.vocab_size)
+    first = np.ones(prefix.size, dtype=bool)
+    first[1:] = prefix[1:] != prefix[:-1]
+    upper = _decode_rows(model, n - 1, prefix[first])
+    return np.hstack([upper[np.cumsum(first) - 1], word[:, None]])
+
+
+def _is_context(model: BackoffModel, n: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+    """Which order-n entries ``lo..hi`` are the prefix of at least one order n+1 entry."""
+    hi = len(model.keys[n - 1]) if hi is None else hi
+    keys = model.keys[n]
+    V = model.vocab_size
+    a, b = np.searchsorted(keys, [lo * V, hi * V])
+    prefixes = np.asarray(keys[a:b]) // V - lo
+    return np.bincount(prefixes, minlength=hi - lo) > 0
 
 
 def read_arpa(path: Path, name: str = "arpa") -> tuple[BackoffModel, list[str]]:
