@@ -123,7 +123,7 @@ def export_bundle(name: str, tokenizer_dir: Path, stage_dirs: Mapping[str, Optio
             smoothing = name.split("-", 1)[1] if "-" in name else (
                 "kneser-ney" if "kneser-ney" in listed["models"] else next(iter(listed["models"])))
             name = f"ngram-{smoothing}"
-            shutil.copy2(source / f"{smoothing}.npz", model_dir / f"{smoothing}.npz")
+            shutil.copytree(source / f"{smoothing}.binary", model_dir / f"{smoothing}.binary")
             listed["models"] = {smoothing: listed["models"][smoothing]}
             (model_dir / "models.json").write_text(json.dumps(listed, indent=2))
     (dest / BUNDLE_META).write_text(json.dumps({"model": name}))

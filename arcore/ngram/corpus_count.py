@@ -47,15 +47,17 @@ import pyarrow.parquet as pq
 from arcore.errors import InputError, StageError
 from arcore.io import atomic_write_bytes
 from arcore.ngram.counts import document_starts, with_bos
-from arcore.ngram.diskarray import NpyAppender, NpyFile, write_npy
+from arcore.ngram.diskarray import NpyAppender, NpyFile, release_memory, write_npy
 from arcore.parallel import OptionalMapper
 
 Progress = Optional[Callable[[int, Optional[int]], None]]
 Stream = Callable[[], Iterable[np.ndarray]]
 
-# Bytes of memory per window while a partition is sorted and grouped: the columns (N x 4), the packed
+# Bytes of memory per window planned for a partition: sorting and grouping measured 120-170 bytes per
+# window (N = 5, uint16/uint32 ids, packed sort or lexsort: columns, sort order, run flags, ranks, results);
+# the rest is headroom for what the process holds besides (heap not yet returned, the stream's buffers). Was: the packed
 # sort key and its sorted copy (16), per-order run flags and ranks (~16). Measured, rounded up.
-BYTES_PER_WINDOW = 48
+BYTES_PER_WINDOW = 256
 TABLES_JSON = "tables.json"
 
 
@@ -176,19 +178,49 @@ def _run_ends(new_run: np.ndarray, starts: np.ndarray, m: int) -> np.ndarray:
     return np.where(nxt < all_starts.size, all_starts[np.minimum(nxt, all_starts.size - 1)], m)
 
 
-def plan_partitions(first_counts: np.ndarray, capacity: int) -> np.ndarray:
-    """First-token ids where partitions begin: greedy ranges holding at most ``capacity`` windows.
+def plan_partitions(first_counts: np.ndarray, capacity: int,
+                    second_counts: dict[int, tuple[np.ndarray, np.ndarray]] | None = None,
+                    vocab: int | None = None) -> np.ndarray:
+    """Partition starts as keys ``w1 * V + w2`` of a window's first two tokens: greedy ranges of first
+    tokens holding at most ``capacity`` windows, and a token with more windows than that (``second_counts``
+    gives, per such token, the second tokens and their counts) split by ranges of its second token.
 
-    ``plan_partitions([3, 1, 4, 1, 5], 5)`` -> ``[0, 2, 4]`` (windows 4 | 5 | 5).
+    Without splits the keys are ``token * V``: ``plan_partitions([3, 1, 4, 1, 5], 5, vocab=10)`` ->
+    ``[0, 20, 40]`` (windows 4 | 5 | 5). A bigram seen more than ``capacity`` times stays one partition.
     """
+    V = int(vocab if vocab is not None else len(first_counts))
+    second_counts = second_counts or {}
     starts = [0]
     held = 0
     for token, c in enumerate(np.asarray(first_counts).tolist()):
         if held and held + c > capacity:
-            starts.append(token)
+            starts.append(token * V)
             held = 0
+        if c > capacity and token in second_counts:
+            words, counts = second_counts[token]
+            for word, cw in zip(words.tolist(), counts.tolist()):
+                if held and held + cw > capacity:
+                    starts.append(token * V + word)
+                    held = 0
+                held += cw
+            continue
         held += c
     return np.array(starts, dtype=np.int64)
+
+
+def _second_token_counts(stream: "Stream", eos_id: int, bos_id: int, piece: int, heavy: np.ndarray,
+                         vocab: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For each token in ``heavy``: the distinct tokens that follow it in a window, with their counts."""
+    keys, counts = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    for arr in _pieces(stream, eos_id, piece):
+        ext, _ = with_bos(np.asarray(arr, dtype=np.int64), bos_id, eos_id)
+        nxt = np.append(ext[1:], bos_id)
+        at = np.isin(ext, heavy)
+        k, c = np.unique(ext[at] * vocab + nxt[at], return_counts=True)
+        keys, inv = np.unique(np.concatenate([keys, k]), return_inverse=True)
+        counts = np.bincount(inv, weights=np.concatenate([counts, c])).astype(np.int64)
+    first, second = np.divmod(keys, vocab)
+    return {int(h): (second[first == h], counts[first == h]) for h in heavy.tolist()}
 
 
 def _pieces(stream: Stream, eos_id: int, piece_tokens: int) -> Iterator[np.ndarray]:
@@ -205,7 +237,7 @@ def _pieces(stream: Stream, eos_id: int, piece_tokens: int) -> Iterator[np.ndarr
         cuts = np.unique(ends[np.minimum(np.searchsorted(ends, np.arange(piece_tokens, arr.size, piece_tokens)),
                                          ends.size - 1)])
         lo = 0
-        for hi in cuts.tolist():
+        for hi in cuts.tolist() + [arr.size]:
             if hi > lo:
                 yield arr[lo:hi]
                 lo = hi
@@ -226,7 +258,7 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
     dtype = np.uint16 if V <= (1 << 16) else np.uint32
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    piece = max(1 << 12, memory_budget_bytes // (4 * BYTES_PER_WINDOW))
+    piece = max(1 << 12, memory_budget_bytes // 256)  # pass 1-2 hold ~130 bytes per token of a piece
     # pass 1: unigram counts = windows per first token
     unigrams = np.zeros(V, dtype=np.int64)
     tokens = 0
@@ -238,7 +270,10 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
         unigrams += np.bincount(ext, minlength=V)
         tokens += arr.size
     write_npy(out_dir / "order1.counts.npy", unigrams)
-    part_starts = plan_partitions(unigrams, max(1, memory_budget_bytes // (2 * BYTES_PER_WINDOW)))
+    capacity = max(1, memory_budget_bytes // BYTES_PER_WINDOW)
+    heavy = np.flatnonzero(unigrams > capacity)
+    second = _second_token_counts(stream, eos_id, bos_id, piece, heavy, V) if heavy.size and order >= 2 else {}
+    part_starts = plan_partitions(unigrams, capacity, second, V)
     spill = out_dir / "windows"
     shutil.rmtree(spill, ignore_errors=True)
     spill.mkdir()
@@ -248,7 +283,7 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
         if order >= 2:
             for arr in _pieces(stream, eos_id, piece):
                 w = windows(arr, order, bos_id, eos_id, dtype)
-                part = np.searchsorted(part_starts, w[:, 0], side="right") - 1
+                part = np.searchsorted(part_starts, w[:, 0].astype(np.int64) * V + w[:, 1], side="right") - 1
                 by_part = np.argsort(part, kind="stable")
                 bounds = np.searchsorted(part[by_part], np.arange(len(part_starts) + 1))
                 for p in np.flatnonzero(np.diff(bounds)):
@@ -256,6 +291,8 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
     finally:
         for f in files:
             f.close()
+    w = part = by_part = None  # the last piece's arrays, before the partitions need the memory
+    release_memory()
     # sort + group each partition, append its n-grams to the per-order tables
     def load(p: int) -> np.ndarray:
         raw = np.fromfile(spill / f"part-{p:05d}.bin", dtype=dtype)
@@ -275,13 +312,17 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
                 prefix_row = pc.prefix_rank[i] if n == 2 else pc.prefix_rank[i] + base[n - 1]
                 keys_out[i].append(prefix_row * V + pc.word[i])
                 counts_out[i].append(pc.count[i])
-                if pc.bos[i]:
-                    bos_rows[n - 1] = [base[n], base[n] + pc.bos[i]]
+                if pc.bos[i]:  # <s> may be split over several partitions (by second token)
+                    if bos_rows[n - 1][1] == 0:
+                        bos_rows[n - 1][0] = base[n]
+                    bos_rows[n - 1][1] = base[n] + pc.bos[i]
                 if writers is not None:
                     writers.append(n, pc.columns[i], pc.count[i])
             for n in range(2, order + 1):
                 base[n] += len(pc.count[n - 2])
             (spill / f"part-{p:05d}.bin").unlink()
+            del pc  # before the next partition is loaded and counted
+            release_memory()
             if progress is not None:
                 progress(p + 1, len(part_starts))
     except BaseException:

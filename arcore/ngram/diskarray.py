@@ -75,6 +75,35 @@ class NpyAppender:
             self.abort()
 
 
+def current_rss_bytes() -> int:
+    """This process's resident set size now (Linux ``/proc/self/statm``; 0 where it cannot be read)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+MIN_WORKING_BYTES = 32 << 20
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``), so that RSS falls between pieces of
+    work instead of staying at the largest piece's level; a no-op where glibc is not there."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def working_budget(total_bytes: int) -> int:
+    """What the passes may use so that the whole process stays within ``total_bytes``: the budget less what
+    the process already holds (interpreter, libraries, the caller's data), at least ``MIN_WORKING_BYTES``."""
+    return max(MIN_WORKING_BYTES, int(total_bytes) - current_rss_bytes())
+
+
 def write_npy(path: Path, values: np.ndarray) -> Path:
     """A whole (small) array through ``NpyAppender``: atomic like every other output of the passes."""
     with NpyAppender(path, np.asarray(values).dtype) as out:

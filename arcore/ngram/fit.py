@@ -4,11 +4,19 @@ Input: train and valid ids (shard layout), the tokenizer's vocabulary size and s
 directory. Output: ``{name: BackoffModel}``; ``save_ngram_models`` writes a directory the pipeline stage
 can commit and ``load_ngram_models`` reads back::
 
-    <dir>/counts/order{n}.parquet      raw count tables (count_ngrams), when ``counts`` is given
+    <dir>/counts/order{n}.parquet      raw count tables (columns w1..wn, count), when ``count_tables``
     <dir>/<name>.arpa                  the portable model (KenLM loads it; ``arpa_suffix=".arpa.gz"``
                                        writes it gzip-compressed, as the pipeline stage does)
-    <dir>/<name>.npz                   exact float64 arrays, what load_ngram_models reads
+    <dir>/<name>.binary/               exact float64 arrays and probing tables, memory-mapped by
+                                       load_ngram_models (``arcore.ngram.binary``)
     <dir>/models.json                  written last: names, order, vocabulary, per-model info
+
+How ``fit_ngram_models`` stays within ``memory_budget_mb`` (the out-of-core passes, KenLM's
+``lm/builder`` order): ``corpus_count`` -> ``adjust_counts`` -> discounts -> ``interpolate`` for
+Kneser-Ney, every pass streaming sorted arrays on disk and writing the binary model order by order. The
+budget counts the whole process: what it already holds when the fit starts is subtracted first. The other
+estimators (MLE, add-k, interpolated, Katz) still run on an in-memory ``NGramIndex`` loaded from the same
+tables, so their memory grows with the number of distinct n-grams.
 
 Model names are the CLI's ``--smoothing`` values: mle, laplace, add-k, interpolated, katz, kneser-ney.
 """
@@ -28,11 +36,16 @@ from arcore.errors import ConfigError, StageError
 from arcore.ngram.additive import estimate_add_k, estimate_mle
 from arcore.ngram.arpa import write_arpa
 from arcore.ngram.backoff import BackoffModel
-from arcore.ngram.counts import NGramCounts, atomic_write, count_ngrams, save_counts
+from arcore.ngram.adjust_counts import adjust_counts, counts_of_counts
+from arcore.ngram.binary import BinaryModelWriter, load_binary, save_binary
+from arcore.ngram.corpus_count import CountTables, Stream, corpus_count
+from arcore.ngram.counts import NGramCounts, atomic_write, save_counts
+from arcore.ngram.diskarray import working_budget, write_npy
 from arcore.ngram.index import NGramIndex
+from arcore.ngram.interpolate import interpolate_kneser_ney
 from arcore.ngram.interpolation import estimate_interpolated
 from arcore.ngram.katz import estimate_katz
-from arcore.ngram.kneser_ney import estimate_kneser_ney
+from arcore.ngram.kneser_ney import discounts_from_counts_of_counts, estimate_kneser_ney
 from arcore.parallel import OptionalMapper
 
 Smoothing = Literal["mle", "laplace", "add-k", "interpolated", "katz", "kneser-ney"]
@@ -47,7 +60,10 @@ class NGramConfig(BaseModel):
     order: int = Field(5, ge=1, le=10, description="highest n-gram order")
     models: list[Smoothing] = Field(default_factory=lambda: ["kneser-ney", "laplace", "interpolated"],
                                     min_length=1, description="estimators to fit, by smoothing name")
-    memory_budget_mb: int = Field(1024, ge=16, description="counting spills sorted runs to disk beyond this")
+    memory_budget_mb: int = Field(1024, ge=16, description="peak memory of the stage's process (MiB): counting "
+                                  "and Kneser-Ney estimation stream sorted arrays on disk to stay within it")
+    count_tables: bool = Field(True, description="also write the count tables as Parquet (counts/order{n}"
+                               ".parquet, columns w1..wn, count) for DuckDB/Polars; costs time at scale")
     add_k: float = Field(0.5, gt=0.0, le=10.0, description="k of the add-k model (laplace is k = 1)")
     katz_max_count: int = Field(5, ge=0, le=20, description="Katz discounts counts up to this (K)")
     # lmplz refuses by default; the stage falls back instead, because small vocabularies (characters,
@@ -88,29 +104,79 @@ def estimate(name: str, counts: NGramCounts | NGramIndex, *, valid_ids: np.ndarr
     raise ConfigError(f"unknown smoothing {name!r}; choose one of {', '.join(SMOOTHINGS)}")
 
 
-def fit_ngram_models(cfg: NGramConfig, train_ids: np.ndarray, valid_ids: np.ndarray, vocab_size: int,
+def fit_ngram_models(cfg: NGramConfig, train: np.ndarray | Stream, valid_ids: np.ndarray, vocab_size: int,
                      bos_id: int, eos_id: int, unk_id: int | None, work_dir: Path,
                      progress: Callable[[int, Optional[int]], None] | None = None,
                      cuts: Sequence[int] = (), mapper: OptionalMapper = None) -> dict[str, BackoffModel]:
-    """Count ``train_ids`` once and estimate ``cfg.models``; returns the models by name.
+    """Count ``train`` once and estimate ``cfg.models``; returns the models by name.
 
-    ``cuts`` and ``mapper`` go to ``count_ngrams`` (chunk boundaries such as shard ends; where the map
-    step runs); they change where the work happens, never the models.
+    ``train``: token ids (shard layout), or a callable returning an iterable of such arrays (whole
+    documents each; called twice), e.g. one array per shard. ``mapper`` runs the counting's map step
+    (``corpus_count.count_partition``) elsewhere; it changes where the work happens, never the models.
+    ``cuts`` is accepted for compatibility and ignored: counting cuts its own pieces at document ends.
 
-    Sorted runs spill under ``work_dir/spill`` (removed afterwards); the merged count tables are written
-    to ``work_dir/counts/order{n}.parquet`` (``load_counts`` reads them, e.g. for a counts-of-counts plot).
+    Kneser-Ney is written to ``work_dir/kneser-ney.binary`` and returned memory-mapped from there; the
+    count tables are written to ``work_dir/counts/order{n}.parquet`` when ``cfg.count_tables``.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    counts = count_ngrams(train_ids, cfg.order, bos_id, eos_id, vocab_size=vocab_size,
-                          memory_budget_bytes=cfg.memory_budget_mb << 20, spill_dir=work_dir / "spill",
-                          progress=progress, cuts=cuts, mapper=mapper)
-    save_counts(counts, work_dir / "counts")
-    shutil.rmtree(work_dir / "spill", ignore_errors=True)
-    index = NGramIndex.from_counts(counts)
-    return {name: estimate(name, index, valid_ids=valid_ids, unk_id=unk_id, add_k=cfg.add_k,
-                             katz_max_count=cfg.katz_max_count, discount_fallback=cfg.discount_fallback)
-              for name in cfg.models}
+    budget = working_budget(cfg.memory_budget_mb << 20)
+    stream = train if callable(train) else (lambda: [np.asarray(train)])
+    tables_dir = work_dir / "tables"
+    tables = corpus_count(stream, cfg.order, vocab_size, bos_id, eos_id, tables_dir, memory_budget_bytes=budget,
+                          progress=progress, parquet_dir=work_dir / "counts" if cfg.count_tables else None,
+                          mapper=mapper)
+    adjust_counts(tables, budget)
+    models: dict[str, BackoffModel] = {}
+    index = None
+    for name in cfg.models:
+        if name == "kneser-ney":
+            models[name] = _kneser_ney_binary(tables, cfg, unk_id, work_dir, budget)
+            continue
+        index = index if index is not None else load_index(tables)
+        models[name] = estimate(name, index, valid_ids=valid_ids, unk_id=unk_id, add_k=cfg.add_k,
+                                katz_max_count=cfg.katz_max_count, discount_fallback=cfg.discount_fallback)
+    write_npy(work_dir / UNIGRAM_COUNTS, tables.unigram_counts())
+    shutil.rmtree(tables_dir, ignore_errors=True)
+    return models
+
+
+UNIGRAM_COUNTS = "unigram_counts.npy"
+
+
+def _kneser_ney_binary(tables: CountTables, cfg: NGramConfig, unk_id: int | None, work_dir: Path,
+                       budget: int) -> BackoffModel:
+    coc = [counts_of_counts(tables, n, budget) for n in range(1, tables.order + 1)]
+    discounts = discounts_from_counts_of_counts(coc, cfg.discount_fallback)
+    target = work_dir / "kneser-ney.binary"
+    shutil.rmtree(target, ignore_errors=True)
+    writer = BinaryModelWriter(target, name="kneser-ney", order=tables.order, vocab_size=tables.vocab_size,
+                               bos_id=tables.bos_id, eos_id=tables.eos_id, unk_id=unk_id,
+                               memory_budget_bytes=budget)
+    try:
+        interpolate_kneser_ney(tables, discounts, writer, work_dir / "interpolate", budget)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        shutil.rmtree(work_dir / "interpolate", ignore_errors=True)
+    return load_binary(target)
+
+
+def load_index(tables: CountTables) -> NGramIndex:
+    """The tables as an in-memory ``NGramIndex`` (for the estimators that are not out of core yet)."""
+    V = tables.vocab_size
+    keys = [np.arange(V, dtype=np.int64)]
+    counts = [tables.unigram_counts()]
+    prefix_rows, suffix_rows = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for n in range(2, tables.order + 1):
+        k = np.load(tables.path(n, "keys"))
+        keys.append(k)
+        counts.append(np.load(tables.path(n, "counts")))
+        prefix_rows.append(k // V)
+        suffix_rows.append(np.load(tables.path(n, "suffix")))
+    return NGramIndex(tables.order, V, tables.bos_id, tables.eos_id, tuple(keys), tuple(counts),
+                      tuple(prefix_rows), tuple(suffix_rows))
 
 
 def save_ngram_models(models: dict[str, BackoffModel], directory: Path, counts: NGramCounts | None = None,
@@ -131,8 +197,11 @@ def save_ngram_models(models: dict[str, BackoffModel], directory: Path, counts: 
     manifest = {}
     for name, model in models.items():
         write_arpa(model, directory / f"{name}{arpa_suffix}", words)
-        model.save(directory / f"{name}.npz")
-        written += [f"{name}{arpa_suffix}", f"{name}.npz"]
+        binary = directory / f"{name}.binary"
+        if not _is_stored_at(model, binary):
+            shutil.rmtree(binary, ignore_errors=True)
+            save_binary(model, binary)
+        written += [f"{name}{arpa_suffix}", f"{name}.binary"]
         manifest[name] = {"order": model.order, "vocab_size": model.vocab_size, "bos_id": model.bos_id,
                           "eos_id": model.eos_id, "unk_id": model.unk_id, "num_ngrams": model.num_ngrams(),
                           "info": model.info}
@@ -141,8 +210,15 @@ def save_ngram_models(models: dict[str, BackoffModel], directory: Path, counts: 
     return written + ["models.json"]
 
 
+def _is_stored_at(model: BackoffModel, binary: Path) -> bool:
+    """Whether ``model`` is the memory-mapped model of ``binary`` (then there is nothing to save)."""
+    first = model.logprob[0]
+    name = getattr(first, "filename", None) or getattr(getattr(first, "base", None), "filename", None)
+    return name is not None and Path(name).resolve().parent == binary.resolve()
+
+
 def load_ngram_models(directory: Path) -> dict[str, BackoffModel]:
-    """Inverse of ``save_ngram_models`` (reads the exact ``.npz`` arrays)."""
+    """Inverse of ``save_ngram_models`` (memory-maps the exact binary models)."""
     directory = Path(directory)
     manifest_path = directory / "models.json"
     if not manifest_path.exists():
@@ -150,7 +226,7 @@ def load_ngram_models(directory: Path) -> dict[str, BackoffModel]:
     manifest = json.loads(manifest_path.read_text())["models"]
     models = {}
     for name, meta in manifest.items():
-        m = BackoffModel.load(directory / f"{name}.npz")
+        m = load_binary(directory / f"{name}.binary")
         models[name] = BackoffModel(name, m.order, m.vocab_size, m.bos_id, m.eos_id, m.keys, m.logprob,
                                     m.logbackoff, m.unk_id, meta.get("info", {}))
     return models

@@ -84,6 +84,23 @@ class UnigramModel:
             logprob[support] = np.log(h.probs)
         return cls(vocab_size, bos_id, eos_id, logprob)
 
+    @classmethod
+    def from_counts(cls, id_counts: np.ndarray, bos_id: int, eos_id: int,
+                    pseudocount: float = 0.0) -> "UnigramModel":
+        """``fit`` from the dense count of every id (``np.bincount(ids, minlength=V)``), without the ids:
+        the same arithmetic, so the same model; what the n-gram stage uses on corpora of any size."""
+        if pseudocount < 0:
+            raise ConfigError(f"pseudocount must be >= 0, got {pseudocount}")
+        vocab_size = len(id_counts)
+        support = np.array([i for i in range(vocab_size) if i != bos_id], dtype=np.int64)
+        counts = np.asarray(id_counts)[support].astype(np.float64) + pseudocount
+        if counts.sum() <= 0:
+            raise InputError("cannot fit a histogram to no samples without a pseudocount")
+        logprob = np.full(vocab_size, -np.inf)
+        with np.errstate(divide="ignore"):
+            logprob[support] = np.log(counts / counts.sum())
+        return cls(vocab_size, bos_id, eos_id, logprob)
+
     def initial_state(self, batch_size: int) -> np.ndarray:
         return np.zeros(batch_size, dtype=np.int64)
 

@@ -3,11 +3,12 @@
 In: the tokenizer directory and the shards directory. Out, in ``out_dir``: ``counts/order{n}.parquet``
 (counted once), ``counts_of_counts.png`` (Zipf's view), ``histogram.npz`` (unigram counts over token ids and the histogram's log-probabilities: the lecture's
 estimation by counting, with ``histogram_pseudocount``),
-one ``<model>.arpa.gz`` + ``<model>.npz`` per estimator (``models.json`` lists them), and metrics per model on
+one ``<model>.arpa.gz`` + ``<model>.binary/`` (memory-mapped, ``arcore.ngram.binary``) per estimator (``models.json`` lists them), and metrics per model on
 the valid split: perplexity per token and bits per byte (``arcore.evaluate`` conventions).
 
-Counting is per shard: the train ids are cut at shard boundaries (and by the memory budget), and a
-``mapper`` (``arcore.parallel``; the pipeline's Dask runner) may count the chunks elsewhere.
+The train split is streamed shard by shard into the out-of-core counting passes (``corpus_count``), so
+the stage's memory is set by ``memory_budget_mb``, not by the corpus; a ``mapper`` (``arcore.parallel``;
+the pipeline's Dask runner) may sort and count the partitions elsewhere.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from arcore.evaluate import evaluate_model, split_counts
-from arcore.ngram.fit import NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
+from arcore.ngram.fit import UNIGRAM_COUNTS, NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
 from arcore.ngram.counts import counts_of_counts, load_counts
 from arcore.ngram.histogram import UnigramModel
 from arcore.parallel import OptionalMapper
 from arcore.shards.manifest import load_complete_manifest
-from arcore.shards.reader import read_ids
+from arcore.ngram.counts import atomic_write
+from arcore.shards.reader import iter_shard_ids, read_ids
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.store import LoadedTokenizer, load_tokenizer
 
@@ -33,17 +35,22 @@ ZIPF_PNG = "counts_of_counts.png"
 def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir: Path,
                 progress: Progress = None, mapper: OptionalMapper = None) -> StageOutput:
     tok = load_tokenizer(tokenizer_dir)
-    train = read_ids(shards_dir, "train", tok.sha256)
+    load_complete_manifest(shards_dir, "train", tok.sha256)
     valid = read_ids(shards_dir, "valid", tok.sha256)
-    shard_ends = np.cumsum([s.tokens for s in load_complete_manifest(shards_dir, "train").shards])
+
+    def train():  # one array per shard, read again for each counting pass: never the whole split at once
+        return iter_shard_ids(shards_dir, "train", tok.sha256, verify=False)
+
     models = fit_ngram_models(cfg, train, valid, tok.vocab_size, tok.bos_id, tok.eos_id, tok.unk_id,
-                              work_dir=out_dir, progress=progress, cuts=shard_ends[:-1], mapper=mapper)
+                              work_dir=out_dir, progress=progress, mapper=mapper)
     vocab = [tok.tokenizer.id_to_token(i) for i in range(tok.vocab_size)]
     save_ngram_models(models, out_dir, words=vocab, arpa_suffix=".arpa.gz")
-    plot_counts_of_counts(counts_of_counts(load_counts(Path(out_dir) / "counts")), Path(out_dir) / ZIPF_PNG)
-    histogram = fit_histogram(train, tok, cfg.histogram_pseudocount)
-    np.savez(out_dir / HISTOGRAM_FILE, counts=np.bincount(np.asarray(train, dtype=np.int64),
-             minlength=tok.vocab_size), logprob=histogram.logprob)
+    if cfg.count_tables:
+        plot_counts_of_counts(counts_of_counts(load_counts(Path(out_dir) / "counts")), Path(out_dir) / ZIPF_PNG)
+    id_counts = np.load(Path(out_dir) / UNIGRAM_COUNTS)
+    id_counts[tok.bos_id] = 0  # the tables count <s> once per document; the histogram never predicts it
+    histogram = UnigramModel.from_counts(id_counts, tok.bos_id, tok.eos_id, cfg.histogram_pseudocount)
+    atomic_write(Path(out_dir) / HISTOGRAM_FILE, lambda f: np.savez(f, counts=id_counts, logprob=histogram.logprob))
     metrics: dict[str, float] = {}
     primary = "kneser-ney" if "kneser-ney" in models else next(iter(models))  # config: at least one model
     records = {f"ngrams_order{n}": int(k) for n, k in enumerate(models[primary].num_ngrams(), 1)}
@@ -55,7 +62,8 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
             metrics[f"{name}.valid_perplexity"] = ev.perplexity_per_token
             metrics[f"{name}.valid_bits_per_byte"] = ev.bits_per_byte
     return StageOutput(metrics=metrics, records=records,
-                       artifacts=("models.json", ZIPF_PNG, f"{primary}.arpa.gz"))
+                       artifacts=("models.json",) + ((ZIPF_PNG,) if cfg.count_tables else ())
+                       + (f"{primary}.arpa.gz",))
 
 
 def plot_counts_of_counts(per_order: list, path: Path) -> Path:
@@ -83,10 +91,6 @@ def plot_counts_of_counts(per_order: list, path: Path) -> Path:
     canvas.print_png(buf)
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
-
-
-def fit_histogram(train: np.ndarray, tok: LoadedTokenizer, pseudocount: float) -> UnigramModel:
-    return UnigramModel.fit(train, tok.vocab_size, tok.bos_id, tok.eos_id, pseudocount=pseudocount)
 
 
 def load_histogram(ngram_dir: Path, tok: LoadedTokenizer) -> UnigramModel:
