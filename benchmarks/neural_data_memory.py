@@ -2,16 +2,17 @@
 
 Issue 15: the neural stages used to read every split's ids into one array, copy it to int64 for
 ``batchify`` and hash another int64 copy, so memory grew with the corpus. This script trains the RNN
-stage (``arcore.rnn.stage.build_rnn``, the pipeline's own function) for a small fixed ``max_steps`` on the
-shards of each corpus slice, each run in a child process that reports its peak RSS (``VmHWM``), and does
-the same with the library as it was before the neural data path streamed (``git archive <rev> arcore``),
-so the two columns differ only by the data path.
+(``train_rnn``) for a small fixed ``max_steps`` on the train split of each corpus slice, read as the rnn
+stage reads it, each run in a child process that reports its peak RSS (``VmHWM``), and does the same with
+the library as it was before the data path streamed (``git archive <rev> arcore``: ``read_ids`` + int64
+``batchify``), so the two rows differ only by the data path. Validation uses the same first
+``VALID_TOKENS`` valid ids in every run (the per-document valid score and ``max_valid_tokens`` are not
+what is measured here).
 
 Corpus: the real text of benchmarks/make_scale_corpus.py (Linux kernel sources, ``<data>/<slice>/docs``),
 built once into ingest -> tokenizer (BPE 4,096, trained on an 8 MB sample) -> shards under ``--work``
 (reused when complete). Training: LSTM 1 x 192 (the default model), batch 16, bptt 32, ``max_steps``
-steps (default 50), one epoch, checkpoints off; the valid split is scored whole by both paths (per epoch
-and for the stage's figure), so the time column includes it.
+steps (default 50), one epoch, checkpoints off.
 
     .venv/bin/python benchmarks/neural_data_memory.py [--slices 10mb,100mb] [--steps 50] [--before REV]
 """
@@ -30,6 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if "--child" not in sys.argv:  # a child imports the library its PYTHONPATH names first
     sys.path.insert(0, str(ROOT))
+
+
+VALID_TOKENS = 20_000  # the same few valid ids in every run: this measures the training data path
 
 
 def peak_rss_mb() -> float:
@@ -64,26 +68,39 @@ def prepare(data: Path, work: Path, name: str) -> tuple[Path, Path]:
 
 
 def child(tok: Path, shards: Path, out: Path, steps: int) -> None:
+    """Train as the rnn stage does: the train split from the shards (memory-mapped token file where the
+    library has one, else ``read_ids``' concatenation), ``VALID_TOKENS`` valid ids, ``steps`` steps."""
     import torch
 
     from arcore.rnn.config import RNNConfig
-    from arcore.rnn.stage import build_rnn
-    from arcore.shards.reader import split_stats
+    from arcore.rnn.train import train_rnn
+    from arcore.shards.reader import read_ids, split_stats
+    from arcore.tokenize.store import load_tokenizer
 
     torch.set_num_threads(1)
-    cfg = RNNConfig(epochs=1, max_steps=steps, checkpoint_every=0)
     t0 = time.perf_counter()
-    result = build_rnn(cfg, tok, shards, out)
-    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - t0,
-                      "steps": result.records["steps"], "train_tokens": split_stats(shards, "train").tokens,
-                      "valid_tokens": split_stats(shards, "valid").tokens,
-                      "valid_bpb": result.metrics["valid_bits_per_byte"]}))
+    vocab = load_tokenizer(tok).vocab_size
+    import arcore
+
+    if (Path(arcore.__file__).parent / "neural" / "data.py").exists():
+        from arcore.neural.data import read_split_tokens
+
+        train = read_split_tokens(shards, "train", out / ".data")
+    else:  # the library before issue 15
+        train = read_ids(shards, "train")
+    valid = read_ids(shards, "valid")[:VALID_TOKENS]
+    cfg = RNNConfig(epochs=1, max_steps=steps, checkpoint_every=0)
+    result = train_rnn(cfg, train, valid, vocab, out)
+    print(json.dumps({"peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - t0, "steps": result.steps,
+                      "train_tokens": split_stats(shards, "train").tokens, "valid_tokens": len(valid),
+                      "valid_loss": result.best_valid_loss}))
 
 
 def run_child(tok: Path, shards: Path, steps: int, library: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="neural-mem-") as tmp:
-        env = {**os.environ, "PYTHONPATH": f"{library}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONPATH": str(library), "OMP_NUM_THREADS": "1"}  # that library alone
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(tok), str(shards), tmp, str(steps)]
+        (Path(tmp) / ".data").mkdir()
         proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
         if proc.returncode:
             raise SystemExit(proc.stderr[-2000:])
@@ -113,7 +130,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="arcore-before-") as tmp:
         before = old_library(args.before, Path(tmp)) if args.before else None
-        print("| corpus | train tokens | valid tokens | data path | peak RSS | seconds | steps | valid bpb |")
+        print("| corpus | train tokens | valid tokens | data path | peak RSS | seconds | steps | valid loss |")
         print("|---|---|---|---|---|---|---|---|")
         for name in args.slices.split(","):
             tok, shards = prepare(args.data, args.work, name)
@@ -121,7 +138,7 @@ def main() -> None:
             for label, library in runs:
                 r = run_child(tok, shards, args.steps, library)
                 print(f"| {name} | {r['train_tokens']:,} | {r['valid_tokens']:,} | {label} | {r['peak_rss_mb']:.0f} MB "
-                      f"| {r['seconds']:.1f} | {r['steps']} | {r['valid_bpb']:.3f} |", flush=True)
+                      f"| {r['seconds']:.1f} | {r['steps']} | {r['valid_loss']:.4f} |", flush=True)
 
 
 if __name__ == "__main__":
