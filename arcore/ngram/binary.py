@@ -13,7 +13,7 @@ or built at load (KenLM's binary probing format is the anchor)::
     <dir>/order{n}.logbackoff.npy  float64 (m_n,)    orders n < N (order N's backoffs are zero)
     <dir>/order{n}.table.npy       probing.SLOT      KeyHash slots (key, row, logprob, logbackoff), n >= 2
     <dir>/meta.json                written last: format, version, name, order, vocab_size, special ids,
-                                   num_ngrams, home slots per table, byte size of every file, info
+                                   num_ngrams, home buckets per table, byte size of every file, info
 
 Every file is an ordinary ``.npy`` (``np.load(..., mmap_mode="r")`` reads it). Arrays are appended chunk
 by chunk behind a fixed 256-byte header whose shape is patched at close, so no order is ever held whole.
@@ -33,7 +33,7 @@ import numpy as np
 
 from arcore.errors import InputError, StageError
 from arcore.ngram.backoff import BackoffModel
-from arcore.ngram.probing import SLOT, KeyHash, RecordSource, num_slots, write_table
+from arcore.ngram.probing import SLOT, KeyHash, RecordSource, num_buckets, write_table
 
 FORMAT, VERSION = "arpipe-ngram-binary", 1
 PARTIAL = ".partial"
@@ -208,7 +208,7 @@ class BinaryModelWriter:
         table = _NpyAppender(path("table"), SLOT)
         length = write_table(table.file, source, self.memory_budget_bytes, self.partial)
         table.close(length)
-        return {"num_home": num_slots(m), "slots": length}
+        return {"num_buckets": num_buckets(m), "slots": length}
 
     def _publish(self) -> None:
         old = self.directory.with_name(f"{self.directory.name}.old-{os.getpid()}")
@@ -283,6 +283,6 @@ def load_binary(directory: Path) -> BackoffModel:
     logbackoff = tuple(array(n, "logbackoff", np.float64) for n in range(1, order))
     logbackoff += (np.zeros(counts[order - 1]),)  # calloc: the pages of a never-read array cost nothing
     tables = (None,) + tuple(KeyHash(np.load(directory / f"order{n}.table.npy", mmap_mode="r"),
-                                     meta["tables"][str(n)]["num_home"]) for n in range(2, order + 1))
+                                     meta["tables"][str(n)]["num_buckets"]) for n in range(2, order + 1))
     return BackoffModel(meta["name"], order, V, meta["bos_id"], meta["eos_id"], keys, logprob, logbackoff,
                         meta["unk_id"], meta.get("info", {}), tables=tables)
