@@ -10,13 +10,19 @@ Example: ``"a b\\n\\nb\\n"`` -> words ``[<unk>, <s>, </s>, a, b]``, ids ``[3, 4,
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from arcore.errors import InputError
+from arcore.ngram.adjust_counts import adjust_counts
 from arcore.ngram.arpa import read_arpa, write_arpa
+from arcore.ngram.binary import load_binary
+from arcore.ngram.corpus_count import corpus_count
+from arcore.ngram.diskarray import NpyAppender, NpyFile, working_budget
 from arcore.ngram.backoff import BackoffModel
 from arcore.ngram.counts import count_ngrams
 from arcore.ngram.fit import estimate
@@ -89,6 +95,96 @@ class WordVocabulary:
         return ids, ids == unk
 
 
+def iter_lines(path: Path, block: int = 1 << 16):
+    """Blocks of non-blank lines of ``path`` split on whitespace (what ``read_sentences`` gives, streamed)."""
+    try:
+        f = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"input file {path} does not exist; pass an existing text file") from None
+    with f:
+        out: list[list[str]] = []
+        try:
+            for line in f:
+                words = line.split()
+                if words:
+                    out.append(words)
+                    if len(out) == block:
+                        yield out
+                        out = []
+        except UnicodeDecodeError as exc:
+            raise InputError(f"input file {path} is not UTF-8 ({exc.reason})") from None
+        if out:
+            yield out
+
+
+def encode_training_text(path: Path, ids_path: Path) -> tuple["WordVocabulary", int]:
+    """One streamed pass over a training text: the vocabulary (lmplz's numbering, as ``from_sentences``)
+    and the flat ids written to ``ids_path`` (uint32 ``.npy``). Memory: the vocabulary and one block."""
+    index = {UNK: 0, BOS: 1, EOS: 2}
+    lines = 0
+    with NpyAppender(ids_path, np.uint32) as out:
+        for block in iter_lines(path):
+            lines += len(block)
+            flat = []
+            for sentence in block:
+                for word in sentence:
+                    i = index.setdefault(word, len(index))
+                    if i < 3:
+                        raise InputError(f"training text contains the reserved token {word}; replace it (for "
+                                         "example <unk> by __unk__), as lmplz requires")
+                    flat.append(i)
+                flat.append(2)
+            out.append(np.array(flat, dtype=np.uint32))
+    if not lines:
+        raise InputError(f"training file {path} has no non-blank lines")
+    return WordVocabulary(tuple(index), index), lines
+
+
+def documents_of(ids: NpyFile, eos_id: int, piece: int):
+    """A stream (for ``corpus_count``) of ``ids`` in pieces of whole documents of about ``piece`` ids."""
+    def stream():
+        carry = np.zeros(0, dtype=ids.dtype)
+        for _, chunk in ids.chunks(piece):
+            chunk = np.concatenate([carry, chunk])
+            ends = np.flatnonzero(chunk == eos_id)
+            cut = int(ends[-1]) + 1 if ends.size else 0
+            if cut:
+                yield chunk[:cut]
+            carry = chunk[cut:]
+        if carry.size:
+            yield carry
+    return stream
+
+
+def estimate_kneser_ney_from_text(train: Path, arpa: Path, order: int, *,
+                                  discount_fallback: tuple[float, float, float] | None = None,
+                                  memory_budget_mb: int = 1024) -> tuple[BackoffModel, "WordVocabulary"]:
+    """lmplz's job out of core: the text streamed to ids on disk, counted and estimated by the passes of
+    ``corpus_count`` / ``adjust_counts`` / ``interpolate`` within ``memory_budget_mb`` (the whole process),
+    the binary model written beside the ARPA file (``<arpa>.binary/``) and the ARPA streamed from it."""
+    from arcore.ngram.fit import NGramConfig, _kneser_ney_binary
+
+    arpa = Path(arpa)
+    work = Path(tempfile.mkdtemp(prefix=".arpipe-estimate-", dir=arpa.parent))
+    try:
+        vocab, _ = encode_training_text(train, work / "ids.npy")
+        budget = working_budget(memory_budget_mb << 20)
+        tables = corpus_count(documents_of(NpyFile(work / "ids.npy"), vocab.eos_id, max(1 << 16, budget // 64)),
+                              order, len(vocab), vocab.bos_id, vocab.eos_id, work / "tables",
+                              memory_budget_bytes=budget)
+        adjust_counts(tables, budget)
+        cfg = NGramConfig(order=order, models=["kneser-ney"], discount_fallback=discount_fallback)
+        _kneser_ney_binary(tables, cfg, vocab.unk_id, work, budget)
+        binary = Path(str(arpa) + ".binary")
+        shutil.rmtree(binary, ignore_errors=True)
+        (work / "kneser-ney.binary").rename(binary)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    model = load_binary(binary)
+    write_arpa(model, arpa, vocab.words)
+    return model, vocab
+
+
 def estimate_arpa_from_text(train: Path, arpa: Path, order: int, smoothing: str, *, k: float = 0.5,
                             heldout: Path | None = None, discount_fallback: tuple[float, float, float] | None = None,
                             memory_budget_mb: int = 1024) -> tuple[BackoffModel, "WordVocabulary"]:
@@ -98,6 +194,9 @@ def estimate_arpa_from_text(train: Path, arpa: Path, order: int, smoothing: str,
     training sentences, counted without them, and then re-estimates on all sentences with those weights.
     Returns the model and its vocabulary.
     """
+    if smoothing == "kneser-ney":
+        return estimate_kneser_ney_from_text(train, arpa, order, discount_fallback=discount_fallback,
+                                             memory_budget_mb=memory_budget_mb)
     sentences = read_sentences(train)
     if not sentences:
         raise InputError(f"training file {train} has no non-blank lines")
