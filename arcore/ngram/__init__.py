@@ -6,7 +6,16 @@ Data flow (one module per step)::
                                                                                     |-- write_arpa / read_arpa
                                                                                     `-- score / next_logprobs
 
-- ``counts``: ``count_ngrams`` (vectorized map over chunks, reduce merge, spilled sorted runs), Parquet tables.
+Out of core (what the stage and ``arpipe ngram estimate`` run; bounded by the memory budget, KenLM's
+``lm/builder`` order)::
+
+    shard stream --corpus_count--> CountTables (.npy on disk) --adjust_counts--> suffix rows, continuation
+    counts --discounts--> interpolate (Kneser-Ney, order by order) --> binary.BinaryModelWriter (memory-mapped)
+
+- ``diskarray``: ``.npy`` files appended and read in slices, blocked gather/lookup, streamed bincount.
+- ``corpus_count``, ``adjust_counts``, ``interpolate``: the passes, one module each.
+- ``counts``: ``count_ngrams`` (in memory: vectorized map over chunks, reduce merge), Parquet tables; with
+  ``index`` and the estimators below it is the in-memory reference the passes are tested against.
 - ``index``: integer keys ``row(prefix) * V + word`` shared by every estimator.
 - ``histogram``: ``Histogram`` over a finite set and ``UnigramModel``.
 - ``additive`` (MLE, add-k/Laplace), ``interpolation`` (Jelinek-Mercer, EM), ``katz`` (Good-Turing),
