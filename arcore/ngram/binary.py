@@ -35,7 +35,7 @@ from arcore.errors import InputError, StageError
 from arcore.ngram.backoff import BackoffModel
 from arcore.ngram.probing import SLOT, KeyHash, RecordSource, num_buckets, write_table
 
-FORMAT, VERSION = "arpipe-ngram-binary", 1
+FORMAT, VERSION = "arpipe-ngram-binary", 2  # 2: two-slot buckets at load 1/2
 PARTIAL = ".partial"
 HEADER_BYTES = 256  # fixed .npy header (magic, version, length, dict padded with spaces): shape patched in place
 _CHUNK = 1 << 20  # rows per append when saving an in-memory model

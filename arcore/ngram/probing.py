@@ -50,9 +50,10 @@ _BUCKET = np.dtype((np.void, 2 * SLOT.itemsize))  # two slots, one 64-byte cache
 _WIDE = 16  # slots one probing step reads once few queries are unsettled (8 cache lines)
 _STEPS = np.arange(_WIDE)
 _FEW = 2048  # with this many queries or fewer still unsettled, a step reads _WIDE slots, not a bucket
-# Peak bytes per key while one partition is built: records, hashes, order, homes, positions, and the
-# partition's stretch of the table (2 slots per key).
-_BUILD_BYTES_PER_KEY = 32 + 8 + 8 + 8 + 8 + 64
+# Peak bytes per key while one partition is built: the records twice (read, reordered), hashes, order,
+# homes, positions and their temporaries, and the partition's stretch of the table (2 slots per key).
+_BUILD_BYTES_PER_KEY = 2 * 32 + 6 * 8 + 64
+_BUDGET_SHARE = 0.6  # of memory_budget_bytes (measured peak: about this share, so the caller keeps the rest)
 
 
 def num_buckets(m: int) -> int:
@@ -230,13 +231,15 @@ def write_table(out: BinaryIO, source: RecordSource, memory_budget_bytes: int, w
 
     Pass 1 reads the records in chunks and appends each to the partition of its hash's top bits (files
     under ``work_dir``); pass 2 builds each partition's stretch of the table in memory and writes it, in
-    partition order, carrying the first free slot from one partition to the next. Memory: about
-    ``_BUILD_BYTES_PER_KEY`` bytes per key of the largest partition, whatever the order's size.
+    partition order, carrying the first free slot from one partition to the next. Memory: at most about
+    ``_BUDGET_SHARE`` of ``memory_budget_bytes`` whatever the order's size (partitions are sized by
+    ``_BUILD_BYTES_PER_KEY``).
     """
     m = source.size
     buckets = num_buckets(m)
-    per_part = max(1, memory_budget_bytes // _BUILD_BYTES_PER_KEY)
-    bits = min(16, math.ceil(math.log2(max(1.0, 2.0 * m / per_part))))  # 2x: partitions vary in size
+    budget = int(memory_budget_bytes * _BUDGET_SHARE)
+    per_part = max(1, budget // _BUILD_BYTES_PER_KEY)
+    bits = min(16, math.ceil(math.log2(max(1.0, 1.25 * m / per_part))))  # 1.25: partitions vary in size
     end = 0
     if bits == 0:
         table = _stretch(source.read(0, m), buckets, 0)
@@ -245,7 +248,7 @@ def write_table(out: BinaryIO, source: RecordSource, memory_budget_bytes: int, w
     else:
         with tempfile.TemporaryDirectory(prefix="probing-", dir=work_dir) as tmp:
             names = [Path(tmp) / f"part{p:05d}.bin" for p in range(1 << bits)]
-            chunk = max(1, memory_budget_bytes // (4 * SLOT.itemsize))
+            chunk = max(1, budget // (4 * SLOT.itemsize))  # records, sorted copy, partition ids, order
             for lo in range(0, m, chunk):
                 rec = source.read(lo, min(m, lo + chunk))
                 part = (rec["hash"] >> np.uint64(64 - bits)).view(np.int64)
