@@ -10,12 +10,15 @@ Example: ``"a b\\n\\nb\\n"`` -> words ``[<unk>, <s>, </s>, a, b]``, ids ``[3, 4,
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from arcore.errors import InputError
 from arcore.ngram.adjust_counts import adjust_counts
@@ -33,15 +36,24 @@ from arcore.ngram.query import QueryResult, query
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 
 
+# lmplz's word separators: ASCII whitespace only (a no-break space is part of a word)
+_SPACES = re.compile(r"[ \t\n\v\f\r]+")
+
+
+def split_words(line: str) -> list[str]:
+    """``"  a\tb  c "`` -> ``["a", "b", "c"]``: the words of a line, split on ASCII whitespace as lmplz."""
+    return [w for w in _SPACES.split(line) if w]
+
+
 def read_sentences(path: Path) -> list[list[str]]:
-    """Non-blank lines of ``path`` split on whitespace."""
+    """Non-blank lines of ``path`` split on ASCII whitespace (``split_words``)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"input file {path} does not exist; pass an existing text file") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"input file {path} is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    return [line.split() for line in text.splitlines() if line.strip()]
+    return [words for words in map(split_words, text.split("\n")) if words]
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +117,7 @@ def iter_lines(path: Path, block: int = 1 << 16):
         out: list[list[str]] = []
         try:
             for line in f:
-                words = line.split()
+                words = split_words(line)
                 if words:
                     out.append(words)
                     if len(out) == block:
@@ -117,27 +129,70 @@ def iter_lines(path: Path, block: int = 1 << 16):
             yield out
 
 
-def encode_training_text(path: Path, ids_path: Path) -> tuple["WordVocabulary", int]:
-    """One streamed pass over a training text: the vocabulary (lmplz's numbering, as ``from_sentences``)
-    and the flat ids written to ``ids_path`` (uint32 ``.npy``). Memory: the vocabulary and one block."""
-    index = {UNK: 0, BOS: 1, EOS: 2}
+def encode_training_text(path: Path, ids_path: Path, block_bytes: int = 16 << 20) -> tuple["WordVocabulary", int]:
+    """One streamed pass over a training text: the vocabulary (lmplz's numbering, as ``from_sentences``:
+    ``<unk> <s> </s>``, then words by first appearance) and the flat ids (each line's words, then ``</s>``;
+    blank lines dropped) written to ``ids_path`` as uint32 ``.npy``. Memory: the vocabulary and one block.
+
+    Vectorized with pyarrow compute: per block of lines, ``utf8_split_whitespace`` and
+    ``dictionary_encode`` (first-appearance order), then the block's new words are appended to the
+    vocabulary and its words mapped to global ids with ``index_in``; no Python loop per word.
+    """
+    words = pa.array([UNK, BOS, EOS], pa.string())
     lines = 0
-    with NpyAppender(ids_path, np.uint32) as out:
-        for block in iter_lines(path):
-            lines += len(block)
-            flat = []
-            for sentence in block:
-                for word in sentence:
-                    i = index.setdefault(word, len(index))
-                    if i < 3:
-                        raise InputError(f"training text contains the reserved token {word}; replace it (for "
-                                         "example <unk> by __unk__), as lmplz requires")
-                    flat.append(i)
-                flat.append(2)
-            out.append(np.array(flat, dtype=np.uint32))
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"input file {path} does not exist; pass an existing text file") from None
+    with f, NpyAppender(ids_path, np.uint32) as out:
+        rest = b""
+        offset = 0
+        while True:
+            raw = f.read(block_bytes)
+            data = rest + raw
+            cut = data.rfind(b"\n") + 1 if raw else len(data)
+            block, rest = data[:cut], data[cut:]
+            if not block:
+                if not raw:
+                    break
+                continue
+            try:
+                text = block.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"input file {path} is not UTF-8 ({exc.reason} at byte {offset + exc.start})") from None
+            offset += len(block)
+            line_arr = pc.split_pattern(pa.array([text], pa.string()), "\n").flatten()
+            tokens = pc.ascii_split_whitespace(line_arr)
+            split = tokens.flatten()
+            keep = pc.not_equal(pc.binary_length(split), 0)  # runs of spaces leave empty strings
+            parent = pc.list_parent_indices(tokens).filter(keep).to_numpy(zero_copy_only=False)
+            lengths = np.bincount(parent, minlength=len(line_arr))
+            lengths = lengths[lengths > 0]
+            lines += lengths.size
+            flat = pc.dictionary_encode(split.filter(keep))
+            local = flat.dictionary
+            known = pc.index_in(local, value_set=words).to_numpy(zero_copy_only=False)
+            if np.any(known[~np.isnan(known)] < 3):
+                bad = local.filter(pc.less(pc.index_in(local, value_set=words).fill_null(3), 3))[0].as_py()
+                raise InputError(f"training text contains the reserved token {bad}; replace it (for "
+                                 "example <unk> by __unk__), as lmplz requires")
+            new = np.isnan(known)
+            ids_of_local = np.where(new, 0, np.nan_to_num(known)).astype(np.int64)
+            ids_of_local[new] = len(words) + np.arange(int(new.sum()))
+            words = pa.concat_arrays([words, local.filter(pa.array(new))])
+            word_ids = ids_of_local[flat.indices.to_numpy(zero_copy_only=False)]
+            ids = np.full(word_ids.size + lengths.size, 2, dtype=np.uint32)
+            ends = np.cumsum(lengths + 1) - 1  # position of each line's </s>
+            is_word = np.ones(ids.size, dtype=bool)
+            is_word[ends] = False
+            ids[is_word] = word_ids
+            out.append(ids)
+            if not raw:
+                break
     if not lines:
         raise InputError(f"training file {path} has no non-blank lines")
-    return WordVocabulary(tuple(index), index), lines
+    vocab = words.to_pylist()
+    return WordVocabulary(tuple(vocab), {w: i for i, w in enumerate(vocab)}), lines
 
 
 def documents_of(ids: NpyFile, eos_id: int, piece: int):
