@@ -34,7 +34,8 @@ def documents_path(ingest_dir: Path) -> Path:
 
 
 def iter_split_record_batches(ingest_dir: Path, split: str) -> Iterator[pa.RecordBatch]:
-    """Arrow record batches (doc_id, text) of ``split``'s rows in file order, at most _READ_ROWS each."""
+    """Arrow record batches (doc_id, text) of ``split``'s rows in file order, at most _READ_ROWS each,
+    read one Parquet row group at a time."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = documents_path(ingest_dir)
@@ -42,9 +43,13 @@ def iter_split_record_batches(ingest_dir: Path, split: str) -> Iterator[pa.Recor
     missing = {"doc_id", "split", "text"} - set(parquet.schema_arrow.names)
     if missing:
         raise StageError(f"{path} lacks columns {sorted(missing)}: rerun the ingest stage with this arpipe")
-    for record_batch in parquet.iter_batches(batch_size=_READ_ROWS, columns=["doc_id", "split", "text"]):
-        keep = pc.equal(record_batch.column("split"), split)
-        yield record_batch.filter(keep).select(["doc_id", "text"])
+    # One row group at a time: memory follows ingest.row_group_bytes. (ParquetFile.iter_batches over the
+    # whole file kept ~0.5 GB of decoded buffers alive on a 1 GB documents table, pyarrow 25.)
+    for i in range(parquet.num_row_groups):
+        group = parquet.read_row_group(i, columns=["doc_id", "split", "text"], use_threads=False)
+        group = group.filter(pc.equal(group.column("split"), split)).select(["doc_id", "text"])
+        for record_batch in group.to_batches(max_chunksize=_READ_ROWS):
+            yield record_batch
 
 
 def iter_document_batches(
