@@ -12,11 +12,12 @@ can commit and ``load_ngram_models`` reads back::
     <dir>/models.json                  written last: names, order, vocabulary, per-model info
 
 How ``fit_ngram_models`` stays within ``memory_budget_mb`` (the out-of-core passes, KenLM's
-``lm/builder`` order): ``corpus_count`` -> ``adjust_counts`` -> discounts -> ``interpolate`` for
-Kneser-Ney, every pass streaming sorted arrays on disk and writing the binary model order by order. The
-budget counts the whole process: what it already holds when the fit starts is subtracted first. The other
-estimators (MLE, add-k, interpolated, Katz) still run on an in-memory ``NGramIndex`` loaded from the same
-tables, so their memory grows with the number of distinct n-grams.
+``lm/builder`` order): ``corpus_count`` -> ``adjust_counts`` -> every configured estimator streamed over
+the sorted tables on disk (``interpolate_kneser_ney``, ``stream_mle``, ``stream_add_k``, ``stream_katz``,
+``stream_interpolated``), each writing its binary model order by order. The budget counts the whole
+process: what it already holds when the fit starts is subtracted first. No in-memory ``NGramIndex`` is
+built; the streamed estimators equal the in-memory ones (``estimate``) bit for bit. Held in memory besides
+one chunk of rows: dense per-id arrays (V) and, for interpolated, the valid split's EM components.
 
 Model names are the CLI's ``--smoothing`` values: mle, laplace, add-k, interpolated, katz, kneser-ney.
 """
@@ -33,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from arcore.errors import ConfigError, StageError
-from arcore.ngram.additive import estimate_add_k, estimate_mle
+from arcore.ngram.additive import estimate_add_k, estimate_mle, stream_add_k, stream_mle
 from arcore.ngram.arpa import write_arpa
 from arcore.ngram.backoff import BackoffModel
 from arcore.ngram.adjust_counts import adjust_counts, counts_of_counts
@@ -43,8 +44,8 @@ from arcore.ngram.counts import NGramCounts, atomic_write, save_counts
 from arcore.ngram.diskarray import working_budget, write_npy
 from arcore.ngram.index import NGramIndex
 from arcore.ngram.interpolate import interpolate_kneser_ney
-from arcore.ngram.interpolation import estimate_interpolated
-from arcore.ngram.katz import estimate_katz
+from arcore.ngram.interpolation import estimate_interpolated, stream_interpolated
+from arcore.ngram.katz import estimate_katz, stream_katz
 from arcore.ngram.kneser_ney import discounts_from_counts_of_counts, estimate_kneser_ney
 from arcore.parallel import OptionalMapper
 
@@ -115,7 +116,7 @@ def fit_ngram_models(cfg: NGramConfig, train: np.ndarray | Stream, valid_ids: np
     (``corpus_count.count_partition``) elsewhere; it changes where the work happens, never the models.
     ``cuts`` is accepted for compatibility and ignored: counting cuts its own pieces at document ends.
 
-    Kneser-Ney is written to ``work_dir/kneser-ney.binary`` and returned memory-mapped from there; the
+    Every model is written to ``work_dir/<name>.binary`` and returned memory-mapped from there; the
     count tables are written to ``work_dir/counts/order{n}.parquet`` when ``cfg.count_tables``.
     """
     work_dir = Path(work_dir)
@@ -127,15 +128,8 @@ def fit_ngram_models(cfg: NGramConfig, train: np.ndarray | Stream, valid_ids: np
                           progress=progress, parquet_dir=work_dir / "counts" if cfg.count_tables else None,
                           mapper=mapper)
     adjust_counts(tables, budget)
-    models: dict[str, BackoffModel] = {}
-    index = None
-    for name in cfg.models:
-        if name == "kneser-ney":
-            models[name] = _kneser_ney_binary(tables, cfg, unk_id, work_dir, budget)
-            continue
-        index = index if index is not None else load_index(tables)
-        models[name] = estimate(name, index, valid_ids=valid_ids, unk_id=unk_id, add_k=cfg.add_k,
-                                katz_max_count=cfg.katz_max_count, discount_fallback=cfg.discount_fallback)
+    models = {name: _estimate_binary(name, tables, cfg, valid_ids, unk_id, work_dir, budget)
+              for name in cfg.models}
     write_npy(work_dir / UNIGRAM_COUNTS, tables.unigram_counts())
     shutil.rmtree(tables_dir, ignore_errors=True)
     return models
@@ -144,39 +138,43 @@ def fit_ngram_models(cfg: NGramConfig, train: np.ndarray | Stream, valid_ids: np
 UNIGRAM_COUNTS = "unigram_counts.npy"
 
 
-def _kneser_ney_binary(tables: CountTables, cfg: NGramConfig, unk_id: int | None, work_dir: Path,
-                       budget: int) -> BackoffModel:
-    coc = [counts_of_counts(tables, n, budget) for n in range(1, tables.order + 1)]
-    discounts = discounts_from_counts_of_counts(coc, cfg.discount_fallback)
-    target = work_dir / "kneser-ney.binary"
+def _estimate_binary(name: str, tables: CountTables, cfg: NGramConfig, valid_ids: np.ndarray | None,
+                     unk_id: int | None, work_dir: Path, budget: int) -> BackoffModel:
+    """Stream estimator ``name`` over ``tables`` into ``work_dir/<name>.binary``; returns it memory-mapped."""
+    if name not in SMOOTHINGS:
+        raise ConfigError(f"unknown smoothing {name!r}; choose one of {', '.join(SMOOTHINGS)}")
+    if name == "interpolated" and valid_ids is None:
+        raise ConfigError("interpolated smoothing needs held-out ids to fit its weights")
+    target, scratch = work_dir / f"{name}.binary", work_dir / f"{name}.passes"
     shutil.rmtree(target, ignore_errors=True)
-    writer = BinaryModelWriter(target, name="kneser-ney", order=tables.order, vocab_size=tables.vocab_size,
+    writer = BinaryModelWriter(target, name=name, order=tables.order, vocab_size=tables.vocab_size,
                                bos_id=tables.bos_id, eos_id=tables.eos_id, unk_id=unk_id,
                                memory_budget_bytes=budget)
     try:
-        interpolate_kneser_ney(tables, discounts, writer, work_dir / "interpolate", budget)
+        if name == "kneser-ney":
+            coc = [counts_of_counts(tables, n, budget) for n in range(1, tables.order + 1)]
+            discounts = discounts_from_counts_of_counts(coc, cfg.discount_fallback)
+            interpolate_kneser_ney(tables, discounts, writer, scratch, budget)
+        elif name == "mle":
+            stream_mle(tables, writer, scratch, budget)
+        elif name in ("laplace", "add-k"):
+            stream_add_k(tables, writer, scratch, budget, 1.0 if name == "laplace" else cfg.add_k)
+        elif name == "katz":
+            stream_katz(tables, writer, scratch, budget, cfg.katz_max_count)
+        else:
+            stream_interpolated(tables, valid_ids, writer, scratch, budget)
     except BaseException:
         writer.abort()
         raise
     finally:
-        shutil.rmtree(work_dir / "interpolate", ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return load_binary(target)
 
 
-def load_index(tables: CountTables) -> NGramIndex:
-    """The tables as an in-memory ``NGramIndex`` (for the estimators that are not out of core yet)."""
-    V = tables.vocab_size
-    keys = [np.arange(V, dtype=np.int64)]
-    counts = [tables.unigram_counts()]
-    prefix_rows, suffix_rows = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    for n in range(2, tables.order + 1):
-        k = np.load(tables.path(n, "keys"))
-        keys.append(k)
-        counts.append(np.load(tables.path(n, "counts")))
-        prefix_rows.append(k // V)
-        suffix_rows.append(np.load(tables.path(n, "suffix")))
-    return NGramIndex(tables.order, V, tables.bos_id, tables.eos_id, tuple(keys), tuple(counts),
-                      tuple(prefix_rows), tuple(suffix_rows))
+def _kneser_ney_binary(tables: CountTables, cfg: NGramConfig, unk_id: int | None, work_dir: Path,
+                       budget: int) -> BackoffModel:
+    """Kneser-Ney into ``work_dir/kneser-ney.binary`` (what ``arpipe ngram estimate`` runs)."""
+    return _estimate_binary("kneser-ney", tables, cfg, None, unk_id, work_dir, budget)
 
 
 def save_ngram_models(models: dict[str, BackoffModel], directory: Path, counts: NGramCounts | None = None,

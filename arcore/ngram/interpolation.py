@@ -18,17 +18,29 @@ order n <= m is chosen with probability ``mu_n prod_{n < j <= m} (1 - mu_j)`` (o
 The E step computes the posterior r_n of each order; the M step sets
 ``mu_n = sum r_n / sum (r_0 + ... + r_n)`` over the tokens where order n is available, the expected
 fraction of visits to order n that stop there. The held-out log-likelihood never decreases.
+
+Out of core: ``stream_interpolated`` takes ``CountTables`` (``corpus_count`` + ``adjust_counts``) and hands
+the same arrays, bit for bit, order by order to a writer (``binary.BinaryModelWriter``,
+``interpolate.ModelCollector``): one pass per order for the context totals (kept on disk for both uses),
+then ``stream_heldout_components`` looks the held-out n-grams up in the sorted tables in blocks (the
+held-out split itself, and its ``(T, N+1)`` components, are held in memory: it is the valid split), the EM
+runs as above, and one pass per order computes ``q`` with ``q_{n-1}`` gathered at the suffix rows. Beside
+the in-memory estimator so that the two spellings of each formula are read, and changed, together.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from arcore.errors import ConfigError
-from arcore.ngram.additive import _index, unigram_counts
+from arcore.ngram import streamed
+from arcore.ngram.additive import _index, _work, unigram_counts
 from arcore.ngram.backoff import BackoffModel
+from arcore.ngram.corpus_count import CountTables
+from arcore.ngram.diskarray import NpyFile, gather
 from arcore.ngram.counts import NGramCounts, with_bos
 from arcore.ngram.index import NGramIndex, lookup
 
@@ -99,9 +111,7 @@ def estimate_interpolated(counts: NGramCounts | NGramIndex, heldout_ids: np.ndar
     index = _index(counts)
     N, V, bos = index.order, index.vocab_size, index.bos_id
     if weights is not None:
-        if len(weights) != N or not all(0.0 <= w <= 1.0 for w in weights):
-            raise ConfigError(f"interpolation weights must be {N} numbers in [0, 1], got {list(weights)}")
-        mu = np.concatenate([[1.0], np.asarray(weights, dtype=np.float64)])
+        mu = _given_weights(weights, N)
     else:
         mu = fit_interpolation_weights(*heldout_components(index, heldout_ids), iterations=iterations)
     c1 = unigram_counts(index)
@@ -118,3 +128,80 @@ def estimate_interpolated(counts: NGramCounts | NGramIndex, heldout_ids: np.ndar
     logbackoff.append(np.zeros(len(index.keys[-1])))
     return BackoffModel("interpolated", N, V, bos, index.eos_id, index.keys, tuple(logprob), tuple(logbackoff),
                         unk_id, {"weights": mu[1:].tolist()})
+
+
+def _given_weights(weights: Sequence[float], N: int) -> np.ndarray:
+    if len(weights) != N or not all(0.0 <= w <= 1.0 for w in weights):
+        raise ConfigError(f"interpolation weights must be {N} numbers in [0, 1], got {list(weights)}")
+    return np.concatenate([[1.0], np.asarray(weights, dtype=np.float64)])
+
+
+def stream_heldout_components(tables: CountTables, ids: np.ndarray, totals: dict[int, NpyFile],
+                              block: int) -> tuple[np.ndarray, np.ndarray]:
+    """``heldout_components`` against the tables on disk; ``totals[n]``: ``c(h .)`` per row h of order n-1.
+
+    Per order n the query keys ``row(h) * V + w_t`` (h: the n-1 tokens before t, -1 where they were never
+    seen) are located by ``find_present`` and the counts and totals read by ``gather``, in blocks.
+    """
+    V, N = tables.vocab_size, tables.order
+    ext, offset = with_bos(ids, tables.bos_id, tables.eos_id)
+    target = offset > 0
+    c1 = streamed.unigram_counts(tables)
+    comp = np.zeros((ext.size, N + 1))
+    avail = np.zeros((ext.size, N + 1), dtype=bool)
+    comp[:, 0], avail[:, 0] = 1.0 / (V - 1), True
+    comp[:, 1], avail[:, 1] = c1[ext] / c1.sum(), True
+    rows = ext
+    for n in range(2, N + 1):
+        ctx = np.full(ext.size, -1, dtype=np.int64)
+        ctx[1:] = rows[:-1]
+        r = np.full(ext.size, -1, dtype=np.int64)
+        r[1:] = streamed.find_present(tables.file(n, "keys"), np.where(rows[:-1] >= 0, rows[:-1] * V + ext[1:], -1),
+                                      block)
+        has_ctx, hit = ctx >= 0, r >= 0
+        total = np.zeros(ext.size)
+        total[has_ctx] = gather(totals[n], ctx[has_ctx], block)
+        c = np.zeros(ext.size, dtype=np.int64)
+        c[hit] = gather(tables.file(n, "counts"), r[hit], block)
+        seen_ctx = has_ctx & (total > 0)
+        comp[:, n] = np.where(seen_ctx, c / np.where(seen_ctx, total, 1.0), 0.0)
+        avail[:, n] = seen_ctx
+        rows = r
+    return comp[target], avail[target]
+
+
+def stream_interpolated(tables: CountTables, heldout_ids: np.ndarray | None, writer, work_dir: Path,
+                        memory_budget_bytes: int, *, iterations: int = 200,
+                        weights: Sequence[float] | None = None):
+    """``estimate_interpolated`` out of core (see the module docstring); returns ``writer.close(info)``."""
+    N, V, bos = tables.order, tables.vocab_size, tables.bos_id
+    step = streamed.chunk_rows(memory_budget_bytes)
+    block = streamed.gather_block(memory_budget_bytes)
+    work_dir = _work(work_dir)
+    mu = _given_weights(weights, N) if weights is not None else None
+    totals = {n: streamed.context_totals(tables, n, step, work_dir / f"total{n - 1}.npy") for n in range(2, N + 1)}
+    try:
+        if mu is None:
+            comp, avail = stream_heldout_components(tables, np.asarray(heldout_ids), totals, block)
+            mu = fit_interpolation_weights(comp, avail, iterations=iterations)
+            del comp, avail
+        c1 = streamed.unigram_counts(tables)
+        q1 = mu[1] * c1 / c1.sum() + (1 - mu[1]) / (V - 1)
+        logp1 = np.log(q1)
+        logp1[bos] = -np.inf
+
+        def estimate_order(n: int, q_lower):
+            total = totals[n]
+            backoffs = streamed.write_pieces(work_dir / f"logbackoff{n - 1}.npy", (
+                np.where(t > 0, np.log(1 - mu[n]), 0.0) for _, t in total.chunks(step)))
+            q = streamed.write_pieces(work_dir / f"p{n}.npy", (
+                mu[n] * ch.counts.astype(np.float64) / ch.at_context(total)
+                + (1 - mu[n]) * gather(q_lower, ch.suffix, block)
+                for ch in streamed.row_chunks(tables, n, step, with_suffix=True)))
+            return backoffs, q
+
+        streamed.stream_orders(tables, writer, logp1, q1, estimate_order, memory_budget_bytes)
+    finally:
+        for total in totals.values():
+            total.path.unlink(missing_ok=True)
+    return writer.close({"weights": mu[1:].tolist()})
