@@ -88,8 +88,14 @@ MIN_WORKING_BYTES = 32 << 20
 
 
 def release_memory() -> None:
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``), so that RSS falls between pieces of
-    work instead of staying at the largest piece's level; a no-op where glibc is not there."""
+    """Give freed heap memory back to the OS (Arrow's memory pool, glibc ``malloc_trim``), so that RSS falls
+    between pieces of work instead of staying at the largest piece's level."""
+    try:
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):
+        pass
     try:
         import ctypes
 

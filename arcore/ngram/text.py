@@ -25,7 +25,7 @@ from arcore.ngram.adjust_counts import adjust_counts
 from arcore.ngram.arpa import read_arpa, write_arpa
 from arcore.ngram.binary import load_binary
 from arcore.ngram.corpus_count import corpus_count
-from arcore.ngram.diskarray import NpyAppender, NpyFile, working_budget
+from arcore.ngram.diskarray import NpyAppender, NpyFile, release_memory, working_budget
 from arcore.ngram.backoff import BackoffModel
 from arcore.ngram.counts import count_ngrams
 from arcore.ngram.fit import estimate
@@ -130,6 +130,13 @@ def iter_lines(path: Path, block: int = 1 << 16):
 
 
 def encode_training_text(path: Path, ids_path: Path, block_bytes: int = 16 << 20) -> tuple["WordVocabulary", int]:
+    """``encode_text_ids`` with the vocabulary as a ``WordVocabulary``."""
+    words, lines = encode_text_ids(path, ids_path, block_bytes)
+    vocab = words.to_pylist()
+    return WordVocabulary(tuple(vocab), {w: i for i, w in enumerate(vocab)}), lines
+
+
+def encode_text_ids(path: Path, ids_path: Path, block_bytes: int = 16 << 20) -> tuple[pa.Array, int]:
     """One streamed pass over a training text: the vocabulary (lmplz's numbering, as ``from_sentences``:
     ``<unk> <s> </s>``, then words by first appearance) and the flat ids (each line's words, then ``</s>``;
     blank lines dropped) written to ``ids_path`` as uint32 ``.npy``. Memory: the vocabulary and one block.
@@ -191,8 +198,8 @@ def encode_training_text(path: Path, ids_path: Path, block_bytes: int = 16 << 20
                 break
     if not lines:
         raise InputError(f"training file {path} has no non-blank lines")
-    vocab = words.to_pylist()
-    return WordVocabulary(tuple(vocab), {w: i for i, w in enumerate(vocab)}), lines
+    release_memory()  # the blocks' buffers
+    return words, lines
 
 
 def documents_of(ids: NpyFile, eos_id: int, piece: int):
@@ -222,22 +229,25 @@ def estimate_kneser_ney_from_text(train: Path, arpa: Path, order: int, *,
     arpa = Path(arpa)
     work = Path(tempfile.mkdtemp(prefix=".arpipe-estimate-", dir=arpa.parent))
     try:
-        vocab, _ = encode_training_text(train, work / "ids.npy")
+        # the words stay one Arrow array (~12 bytes a word) during the passes, not Python strings (~150)
+        words, _ = encode_text_ids(train, work / "ids.npy")
         budget = working_budget(memory_budget_mb << 20)
-        tables = corpus_count(documents_of(NpyFile(work / "ids.npy"), vocab.eos_id, max(1 << 16, budget // 64)),
-                              order, len(vocab), vocab.bos_id, vocab.eos_id, work / "tables",
-                              memory_budget_bytes=budget)
+        bos_id, eos_id, unk_id = 1, 2, 0
+        tables = corpus_count(documents_of(NpyFile(work / "ids.npy"), eos_id, max(1 << 16, budget // 64)),
+                              order, len(words), bos_id, eos_id, work / "tables", memory_budget_bytes=budget)
         adjust_counts(tables, budget)
         cfg = NGramConfig(order=order, models=["kneser-ney"], discount_fallback=discount_fallback)
-        _kneser_ney_binary(tables, cfg, vocab.unk_id, work, budget)
+        _kneser_ney_binary(tables, cfg, unk_id, work, budget)
         binary = Path(str(arpa) + ".binary")
         shutil.rmtree(binary, ignore_errors=True)
         (work / "kneser-ney.binary").rename(binary)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     model = load_binary(binary)
-    write_arpa(model, arpa, vocab.words)
-    return model, vocab
+    vocab_list = words.to_pylist()
+    del words
+    write_arpa(model, arpa, vocab_list)
+    return model, WordVocabulary(tuple(vocab_list), {w: i for i, w in enumerate(vocab_list)})
 
 
 def estimate_arpa_from_text(train: Path, arpa: Path, order: int, smoothing: str, *, k: float = 0.5,
