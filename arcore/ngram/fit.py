@@ -63,6 +63,9 @@ class NGramConfig(BaseModel):
                                     min_length=1, description="estimators to fit, by smoothing name")
     memory_budget_mb: int = Field(1024, ge=16, description="peak memory of the stage's process (MiB): counting "
                                   "and Kneser-Ney estimation stream sorted arrays on disk to stay within it")
+    arpa: Literal["gzip", "plain", "none"] = Field(
+        "gzip", description="ARPA copy of each model beside its binary: <name>.arpa.gz, <name>.arpa, or none "
+        "(at scale the text file is the slowest output: lmplz writes it plain)")
     count_tables: bool = Field(True, description="also write the count tables as Parquet (counts/order{n}"
                                ".parquet, columns w1..wn, count) for DuckDB/Polars; costs time at scale")
     add_k: float = Field(0.5, gt=0.0, le=10.0, description="k of the add-k model (laplace is k = 1)")
@@ -177,8 +180,11 @@ def _kneser_ney_binary(tables: CountTables, cfg: NGramConfig, unk_id: int | None
     return _estimate_binary("kneser-ney", tables, cfg, None, unk_id, work_dir, budget)
 
 
+ARPA_SUFFIX = {"gzip": ".arpa.gz", "plain": ".arpa", "none": None}
+
+
 def save_ngram_models(models: dict[str, BackoffModel], directory: Path, counts: NGramCounts | None = None,
-                      words: Sequence[str] | None = None, arpa_suffix: str = ".arpa") -> list[str]:
+                      words: Sequence[str] | None = None, arpa_suffix: str | None = ".arpa") -> list[str]:
     """Write the layout in the module docstring; returns the file names written (relative).
 
     ``words`` (token strings by id) name the ARPA words; when omitted, or when some token is empty or
@@ -194,12 +200,14 @@ def save_ngram_models(models: dict[str, BackoffModel], directory: Path, counts: 
         written += [f"counts/{p.name}" for p in save_counts(counts, directory / "counts")]
     manifest = {}
     for name, model in models.items():
-        write_arpa(model, directory / f"{name}{arpa_suffix}", words)
+        if arpa_suffix is not None:
+            write_arpa(model, directory / f"{name}{arpa_suffix}", words)
+            written.append(f"{name}{arpa_suffix}")
         binary = directory / f"{name}.binary"
         if not _is_stored_at(model, binary):
             shutil.rmtree(binary, ignore_errors=True)
             save_binary(model, binary)
-        written += [f"{name}{arpa_suffix}", f"{name}.binary"]
+        written.append(f"{name}.binary")
         manifest[name] = {"order": model.order, "vocab_size": model.vocab_size, "bos_id": model.bos_id,
                           "eos_id": model.eos_id, "unk_id": model.unk_id, "num_ngrams": model.num_ngrams(),
                           "info": model.info}

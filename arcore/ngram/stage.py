@@ -3,7 +3,7 @@
 In: the tokenizer directory and the shards directory. Out, in ``out_dir``: ``counts/order{n}.parquet``
 (counted once), ``counts_of_counts.png`` (Zipf's view), ``histogram.npz`` (unigram counts over token ids and the histogram's log-probabilities: the lecture's
 estimation by counting, with ``histogram_pseudocount``),
-one ``<model>.arpa.gz`` + ``<model>.binary/`` (memory-mapped, ``arcore.ngram.binary``) per estimator (``models.json`` lists them), and metrics per model on
+one ``<model>.arpa.gz`` (``arpa`` setting: gzip, plain or none) + ``<model>.binary/`` (memory-mapped, ``arcore.ngram.binary``) per estimator (``models.json`` lists them), and metrics per model on
 the valid split: perplexity per token and bits per byte (``arcore.evaluate`` conventions).
 
 The train split is streamed shard by shard into the out-of-core counting passes (``corpus_count``), so
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from arcore.evaluate import evaluate_model, split_counts
-from arcore.ngram.fit import UNIGRAM_COUNTS, NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
+from arcore.ngram.fit import ARPA_SUFFIX, UNIGRAM_COUNTS, NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
 from arcore.ngram.counts import counts_of_counts, load_counts
 from arcore.ngram.histogram import UnigramModel
 from arcore.parallel import OptionalMapper
@@ -44,7 +44,7 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
     models = fit_ngram_models(cfg, train, valid, tok.vocab_size, tok.bos_id, tok.eos_id, tok.unk_id,
                               work_dir=out_dir, progress=progress, mapper=mapper)
     vocab = [tok.tokenizer.id_to_token(i) for i in range(tok.vocab_size)]
-    save_ngram_models(models, out_dir, words=vocab, arpa_suffix=".arpa.gz")
+    save_ngram_models(models, out_dir, words=vocab, arpa_suffix=ARPA_SUFFIX[cfg.arpa])
     if cfg.count_tables:
         plot_counts_of_counts(counts_of_counts(load_counts(Path(out_dir) / "counts")), Path(out_dir) / ZIPF_PNG)
     id_counts = np.load(Path(out_dir) / UNIGRAM_COUNTS)
@@ -63,7 +63,7 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
             metrics[f"{name}.valid_bits_per_byte"] = ev.bits_per_byte
     return StageOutput(metrics=metrics, records=records,
                        artifacts=("models.json",) + ((ZIPF_PNG,) if cfg.count_tables else ())
-                       + (f"{primary}.arpa.gz",))
+                       + ((f"{primary}{ARPA_SUFFIX[cfg.arpa]}",) if cfg.arpa != "none" else ()))
 
 
 def plot_counts_of_counts(per_order: list, path: Path) -> Path:
