@@ -68,16 +68,25 @@ class BackoffModel:
     unk_id: int | None = None
     info: dict = field(default_factory=dict)
 
-    # Prebuilt ``KeyHash`` per order (None for order 1), e.g. memory-mapped by ``binary.load_binary``.
+    # Prebuilt lookup structures, e.g. memory-mapped by ``binary.load_binary``: which ids start a stored
+    # bigram (bool, V), then a ``KeyHash`` per order >= 2.
     tables: tuple | None = field(default=None, repr=False)
 
     @cached_property
     def _tables(self) -> tuple:
-        """Hash tables over the orders >= 2 (KenLM's probing layout): prebuilt, or built on first use."""
+        """Unigram flags and hash tables over the orders >= 2 (KenLM's probing layout): prebuilt, or
+        built on first use."""
         if self.tables is not None:
             return self.tables
-        return (None,) + tuple(KeyHash.build(k, p, b) for k, p, b in
-                               zip(self.keys[1:], self.logprob[1:], self.logbackoff[1:]))
+        return (self._extends(1),) + tuple(
+            KeyHash.build(self.keys[n - 1], self.logprob[n - 1], self.logbackoff[n - 1], self._extends(n))
+            for n in range(2, self.order + 1))
+
+    def _extends(self, n: int) -> np.ndarray:
+        """Which order-n entries are the prefix of an order n+1 entry."""
+        if n == self.order:
+            return np.zeros(len(self.keys[n - 1]), dtype=bool)
+        return np.bincount(np.asarray(self.keys[n]) // self.vocab_size, minlength=len(self.keys[n - 1])) > 0
 
     def _find(self, n: int, prefix_rows: np.ndarray, words: np.ndarray) -> np.ndarray:
         """Rows of order-n n-grams from their prefix rows and last words; -1 where absent."""
@@ -164,6 +173,9 @@ class BackoffModel:
         # Stored contexts of length k: where they end (t - 1 for the token at t) and their backoffs.
         ends, rows = np.arange(last), ext[:-1]
         contexts = [(ends, np.take(self.logbackoff[0], rows))]
+        if self.order > 1:
+            more = np.flatnonzero(np.take(self._tables[0], rows))  # a word that starts no bigram: chain ends
+            ends, rows = np.take(ends, more), np.take(rows, more)
         for n in range(2, self.order + 1):
             if ends.size == 0:
                 break
@@ -176,8 +188,10 @@ class BackoffModel:
             matched[at] = n
             if n < self.order:
                 cut = at.size - int(at.size > 0 and at[-1] == last)  # at is sorted: only the end can be last
-                ends, rows = at[:cut], rec[:cut, 1].view(np.int64)
-                contexts.append((ends, rec[:cut, 3]))
+                contexts.append((at[:cut], rec[:cut, 3]))
+                rows = rec[:cut, 1].view(np.int64)  # ~row where no order n+1 key extends it
+                more = np.flatnonzero(rows >= 0)
+                ends, rows = np.take(at, more), np.take(rows, more)
         # Backoff weights of the stored contexts longer than the matched n-gram, shortest first.
         logp_after, matched_after = logp[1:], matched[1:]
         for k, (ends, weights) in enumerate(contexts, start=1):

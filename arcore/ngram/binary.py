@@ -8,10 +8,11 @@ or built at load (KenLM's binary probing format is the anchor)::
 
     <dir>/order1.logprob.npy       float64 (V,)      natural log, dense over the vocabulary (row = id)
     <dir>/order1.logbackoff.npy    float64 (V,)
+    <dir>/order1.extends.npy       bool (V,)         whether the id is the first word of a stored bigram
     <dir>/order{n}.keys.npy        int64 (m_n,)      row(prefix) * V + word, sorted (n >= 2), as BackoffModel
     <dir>/order{n}.logprob.npy     float64 (m_n,)
     <dir>/order{n}.logbackoff.npy  float64 (m_n,)    orders n < N (order N's backoffs are zero)
-    <dir>/order{n}.table.npy       probing.SLOT      KeyHash slots (key, row, logprob, logbackoff), n >= 2
+    <dir>/order{n}.table.npy       probing.SLOT      KeyHash slots (hash, row or ~row, logprob, logbackoff)
     <dir>/meta.json                written last: format, version, name, order, vocab_size, special ids,
                                    num_ngrams, home buckets per table, byte size of every file, info
 
@@ -33,9 +34,9 @@ import numpy as np
 
 from arcore.errors import InputError, StageError
 from arcore.ngram.backoff import BackoffModel
-from arcore.ngram.probing import SLOT, KeyHash, RecordSource, num_buckets, write_table
+from arcore.ngram.probing import SLOT, KeyHash, RecordSource, num_buckets, read_npy, write_table
 
-FORMAT, VERSION = "arpipe-ngram-binary", 2  # 2: two-slot buckets at load 1/2
+FORMAT, VERSION = "arpipe-ngram-binary", 3  # 2: two-slot buckets at load 1/2; 3: ~row for non-prefixes
 PARTIAL = ".partial"
 HEADER_BYTES = 256  # fixed .npy header (magic, version, length, dict padded with spaces): shape patched in place
 _CHUNK = 1 << 20  # rows per append when saving an in-memory model
@@ -187,6 +188,8 @@ class BinaryModelWriter:
                 self._start_order(len(self.num_ngrams) + 1)
             self._finish_order()
             self._closed = True
+            if self.meta["order"] >= 2:
+                self._write_unigram_extends()
             tables = {str(n): self._write_table(n) for n in range(2, self.meta["order"] + 1)}
             files = {p.name: p.stat().st_size for p in sorted(self.partial.iterdir())}
             meta = dict(self.meta, num_ngrams=self.num_ngrams, tables=tables, files=files, info=info or {})
@@ -201,14 +204,25 @@ class BinaryModelWriter:
         return self.directory
 
     def _write_table(self, n: int) -> dict:
-        m = self.num_ngrams[n - 1]
-        path = lambda k: self.partial / f"order{n}.{k}.npy"  # noqa: E731
-        source = RecordSource(path("keys"), path("logprob"),
-                              path("logbackoff") if n < self.meta["order"] else None, m, HEADER_BYTES)
+        m, top = self.num_ngrams[n - 1], n == self.meta["order"]
+        path = lambda k, n=n: self.partial / f"order{n}.{k}.npy"  # noqa: E731
+        source = RecordSource(path("keys"), path("logprob"), None if top else path("logbackoff"), m, HEADER_BYTES,
+                              None if top else path("keys", n + 1), 0 if top else self.num_ngrams[n],
+                              self.meta["vocab_size"])
         table = _NpyAppender(path("table"), SLOT)
         length = write_table(table.file, source, self.memory_budget_bytes, self.partial)
         table.close(length)
         return {"num_buckets": num_buckets(m), "slots": length}
+
+    def _write_unigram_extends(self, block: int = 1 << 20) -> None:
+        """``order1.extends.npy``: which ids are the first word of a stored bigram (bigram keys streamed)."""
+        V, m2 = self.meta["vocab_size"], self.num_ngrams[1]
+        flags = np.zeros(V, dtype=bool)
+        for lo in range(0, m2, block):
+            flags[read_npy(self.partial / "order2.keys.npy", HEADER_BYTES, "<i8", lo, min(m2, lo + block)) // V] = True
+        out = _NpyAppender(self.partial / "order1.extends.npy", bool)
+        out.write(flags)
+        out.close()
 
     def _publish(self) -> None:
         old = self.directory.with_name(f"{self.directory.name}.old-{os.getpid()}")
@@ -282,7 +296,8 @@ def load_binary(directory: Path) -> BackoffModel:
     logprob = tuple(array(n, "logprob", np.float64) for n in range(1, order + 1))
     logbackoff = tuple(array(n, "logbackoff", np.float64) for n in range(1, order))
     logbackoff += (np.zeros(counts[order - 1]),)  # calloc: the pages of a never-read array cost nothing
-    tables = (None,) + tuple(KeyHash(np.load(directory / f"order{n}.table.npy", mmap_mode="r"),
+    extends = np.asarray(np.load(directory / "order1.extends.npy", mmap_mode="r")) if order >= 2 else None
+    tables = (extends,) + tuple(KeyHash(np.load(directory / f"order{n}.table.npy", mmap_mode="r"),
                                      meta["tables"][str(n)]["num_buckets"]) for n in range(2, order + 1))
     return BackoffModel(meta["name"], order, V, meta["bos_id"], meta["eos_id"], keys, logprob, logbackoff,
                         meta["unk_id"], meta.get("info", {}), tables=tables)

@@ -21,6 +21,10 @@ misses stop as early as hits). A lookup reads a whole bucket per step, so one ca
 the queries of a real 5-gram's bigram order and two settle ~97%; single slots at KenLM's load 2/3
 settled 40% and 59% (measured on a 30 MB source-code corpus, Zipfian queries).
 
+Slot rows: ``row`` when the n-gram is the prefix of a key of the next order, ``~row`` (negative) when not;
+a query extended from a negative row could never be found, so scoring skips it (31% of a real 5-gram's
+lookups).
+
 Partitions: the top bits of the hash split the keys into groups that occupy consecutive slot ranges, so
 ``write_table`` builds one partition at a time in memory and appends it to the file: memory for one
 partition, whatever the order's size.
@@ -137,13 +141,15 @@ class KeyHash:
         self._words = self.slots.view(np.uint64)  # contiguous: np.take copies a strided source whole
 
     @classmethod
-    def build(cls, keys: np.ndarray, logprob: np.ndarray | None = None,
-              logbackoff: np.ndarray | None = None) -> "KeyHash":
-        """The table over ``keys`` in memory (rows are positions in ``keys``; values default to 0)."""
+    def build(cls, keys: np.ndarray, logprob: np.ndarray | None = None, logbackoff: np.ndarray | None = None,
+              extends: np.ndarray | None = None) -> "KeyHash":
+        """The table over ``keys`` in memory (rows are positions in ``keys``; values default to 0;
+        ``extends``: which keys prefix a key of the next order, default all)."""
         keys = np.asarray(keys, dtype=np.int64)
         zeros = np.zeros(keys.size)
-        rec = records(keys, np.arange(keys.size), zeros if logprob is None else logprob,
-                      zeros if logbackoff is None else logbackoff)
+        rows = np.arange(keys.size)
+        rec = records(keys, rows if extends is None else np.where(extends, rows, ~rows),
+                      zeros if logprob is None else logprob, zeros if logbackoff is None else logbackoff)
         buckets = num_buckets(keys.size)
         table = _stretch(rec, buckets, 0)
         slots = _empty(table.size + _tail(table.size, buckets).size)
@@ -155,6 +161,7 @@ class KeyHash:
 
         ``records`` is a ``(len(queries), 4)`` float64 view of the slot records (columns hash and row as
         64-bit integer bits, logprob, logbackoff); rows where ``found`` is False hold an unrelated slot.
+        The row is stored as ``~row`` (< 0) when the n-gram is no prefix of the next order's keys.
 
         Each step reads a whole bucket (one cache line) per unsettled query, and once only ``_FEW`` are
         left ``_WIDE`` slots, so the number of numpy steps stays small even for the longest runs.
@@ -204,15 +211,19 @@ class KeyHash:
     def find(self, queries: np.ndarray) -> np.ndarray:
         """Row of each query key in the source array, -1 where absent."""
         found, rec = self.probe(queries)
-        return np.where(found, rec.view(np.int64)[:, 1], -1)
+        rows = rec.view(np.int64)[:, 1]
+        return np.where(found, np.where(rows < 0, ~rows, rows), -1)
 
 
 class RecordSource:
-    """Slot records ``[lo, hi)`` of one order, read from its ``.npy`` files with ordinary reads (no memory
-    map, so the pages read do not stay in this process's RSS). ``logbackoff`` None: zeros."""
+    """Slot records of one order, read in increasing ``[lo, hi)`` ranges from its ``.npy`` files with
+    ordinary reads (no memory map, so the pages read do not stay in this process's RSS). ``logbackoff``
+    None: zeros. ``next_keys``: the keys of order n+1, merged along to flag the rows that extend."""
 
-    def __init__(self, keys: Path, logprob: Path, logbackoff: Path | None, size: int, header: int):
+    def __init__(self, keys: Path, logprob: Path, logbackoff: Path | None, size: int, header: int,
+                 next_keys: Path | None = None, next_size: int = 0, vocab_size: int = 1):
         self.paths, self.size, self.header = (keys, logprob, logbackoff), size, header
+        self.next_keys, self.next_size, self.vocab_size, self._next_at = next_keys, next_size, vocab_size, 0
 
     def read(self, lo: int, hi: int) -> np.ndarray:
         cols = []
@@ -220,10 +231,29 @@ class RecordSource:
             if path is None:
                 cols.append(np.zeros(hi - lo))
                 continue
-            with open(path, "rb") as f:
-                f.seek(self.header + 8 * lo)
-                cols.append(np.fromfile(f, dtype=dtype, count=hi - lo))
-        return records(cols[0], np.arange(lo, hi), cols[1], cols[2])
+            cols.append(read_npy(path, self.header, dtype, lo, hi))
+        rows = np.arange(lo, hi)
+        return records(cols[0], np.where(self._extends(lo, hi), rows, ~rows), cols[1], cols[2])
+
+    def _extends(self, lo: int, hi: int, block: int = 1 << 20) -> np.ndarray:
+        """Which rows in ``[lo, hi)`` are the prefix of an order n+1 key (keys < hi * V, merged in order)."""
+        out = np.zeros(hi - lo, dtype=bool)
+        while self.next_keys is not None and self._next_at < self.next_size:
+            keys = read_npy(self.next_keys, self.header, "<i8", self._next_at,
+                            min(self.next_size, self._next_at + block))
+            below = int(np.searchsorted(keys, hi * self.vocab_size))
+            out[keys[:below] // self.vocab_size - lo] = True
+            self._next_at += below
+            if below < keys.size:
+                break
+        return out
+
+
+def read_npy(path: Path, header: int, dtype: str, lo: int, hi: int) -> np.ndarray:
+    """Items ``[lo, hi)`` of a 1-D ``.npy`` file of 8-byte items whose data starts at byte ``header``."""
+    with open(path, "rb") as f:
+        f.seek(header + 8 * lo)
+        return np.fromfile(f, dtype=dtype, count=hi - lo)
 
 
 def write_table(out: BinaryIO, source: RecordSource, memory_budget_bytes: int, work_dir: Path) -> int:

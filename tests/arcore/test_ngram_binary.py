@@ -79,11 +79,23 @@ def test_round_trip_arrays_and_scores_identical(tmp_path, order):
         assert np.array_equal(back.next_logprobs(state), m.next_logprobs(state))
 
 
-def test_loaded_arrays_are_read_only_maps(tmp_path):
+def test_loaded_arrays_are_read_only_maps_with_extension_flags(tmp_path):
     m = models(3)[-1]
-    back = load_binary(save_binary(m, tmp_path / "kn"))
+    back = load_binary(save_binary(m, tmp_path / "kn", memory_budget_bytes=4096))
     assert not back.keys[1].flags.writeable and not back._tables[1].slots.flags.writeable
     assert isinstance(back.keys[2].base, np.memmap)
+    # which entries prefix a key of the next order: a bool array for ids, the row's sign in the tables
+    first_words = np.unique(m.keys[1] // m.vocab_size)
+    assert np.flatnonzero(back._tables[0]).tolist() == first_words.tolist()
+    for n in (2, 3):
+        table = back._tables[n - 1]
+        rows = table.slots["row"][table.slots["hash"] != EMPTY]
+        extends = np.zeros(len(m.keys[n - 1]), dtype=bool)
+        if n < 3:
+            extends[np.unique(m.keys[n] // m.vocab_size)] = True
+        assert sorted(np.where(rows < 0, ~rows, rows)) == list(range(len(m.keys[n - 1])))
+        assert np.array_equal(np.sort(rows[rows >= 0]), np.flatnonzero(extends))
+        assert np.array_equal(table.find(m.keys[n - 1]), np.arange(len(m.keys[n - 1])))
 
 
 def test_streamed_chunks_and_tiny_budget_give_identical_files(tmp_path):
