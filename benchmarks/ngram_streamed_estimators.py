@@ -6,8 +6,9 @@ Once: the text is encoded to ids (``encode_training_text``), the last ~200 k ids
 apart as the held-out split, the rest counted (``corpus_count`` + ``adjust_counts``, order 5) at the budget.
 Then every estimator runs in its own child process on the same tables: ``--writer null`` hands the orders
 to a writer that drops them (the passes alone), ``--writer binary`` writes the binary model with its probing
-tables (what ``fit_ngram_models`` does). Each child reports CPU (user + sys) of the estimation alone and
-its peak RSS (``VmHWM``: ``ru_maxrss`` would keep the forking parent's peak).
+tables (what ``fit_ngram_models`` does), ``--writer in-memory`` is the stage before 9b372bf: the tables
+loaded into an ``NGramIndex`` and the in-memory estimator run on it. Each child reports CPU (user + sys)
+of the estimation alone and its peak RSS (``VmHWM``: ``ru_maxrss`` would keep the forking parent's peak).
 """
 
 from __future__ import annotations
@@ -49,12 +50,27 @@ budget = working_budget(int(budget_mb) << 20)
 before = hwm_mb()
 work = Path(work)
 shutil.rmtree(work, ignore_errors=True)
-writer = (NullWriter() if kind == "null" else
+writer = (NullWriter() if kind in ("null", "in-memory") else
           BinaryModelWriter(work / "model", name=name, order=tables.order, vocab_size=tables.vocab_size,
                             bos_id=tables.bos_id, eos_id=tables.eos_id, unk_id=0, memory_budget_bytes=budget))
 t0, w0 = time.process_time(), time.time()
 scratch = work / "passes"
-if name == "mle":
+if kind == "in-memory":
+    from arcore.ngram.fit import estimate
+    from arcore.ngram.index import NGramIndex
+    V = tables.vocab_size
+    keys, counts = [np.arange(V, dtype=np.int64)], [tables.unigram_counts()]
+    prefix, suffix = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for n in range(2, tables.order + 1):
+        keys.append(np.load(tables.path(n, "keys")))
+        counts.append(np.load(tables.path(n, "counts")))
+        prefix.append(keys[-1] // V)
+        suffix.append(np.load(tables.path(n, "suffix")))
+    index = NGramIndex(tables.order, V, tables.bos_id, tables.eos_id, tuple(keys), tuple(counts), tuple(prefix),
+                       tuple(suffix))
+    model = estimate(name, index, valid_ids=valid, unk_id=0, add_k=0.5, discount_fallback=(0.5, 1.0, 1.5))
+    info = None
+elif name == "mle":
     from arcore.ngram.additive import stream_mle
     info = stream_mle(tables, writer, scratch, budget)
 elif name == "add-k":
@@ -110,7 +126,7 @@ def main() -> None:
     ap.add_argument("--text", type=Path, default=Path("/work/scale-data/100mb/words.txt"))
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--budget-mb", type=int, default=1024)
-    ap.add_argument("--writer", choices=("null", "binary"), nargs="+", default=["null", "binary"])
+    ap.add_argument("--writer", choices=("null", "binary", "in-memory"), nargs="+", default=["null", "binary"])
     ap.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS))
     args = ap.parse_args()
     if not (args.work / "tables" / "tables.json").exists():
