@@ -13,10 +13,14 @@ with the unigram table dense over the whole vocabulary. ``<s>`` (bos) gets log p
 context only, never predicted.
 
 Vectorized scoring: ``<s>`` is inserted before each document; for each order n the row of the n-gram
-ending at every position is found from the row of the (n-1)-gram ending one position earlier: one
-vectorized lookup per order for the whole array, through a linear-probing hash table as in KenLM's
-probing model. n-grams that would cross a document never match, because no stored n-gram has ``<s>``
-after its first word.
+ending at a position is found from the row of the (n-1)-gram ending one position earlier: one
+vectorized lookup per order through a linear-probing hash table as in KenLM's probing model
+(``probing.KeyHash``), whose slot also holds the log probability and backoff, so a stored n-gram costs
+one random read. Only positions whose (n-1)-gram is stored and is the prefix of some n-gram are looked
+up at order n. n-grams that would cross a document never match, because no stored n-gram has ``<s>``
+after its first word. Positions go through in windows of ``_SCORE_CHUNK``, so temporaries stay in cache.
+The arrays may be read-only memory maps (``binary.load_binary``, which also supplies prebuilt tables);
+in-memory models build their tables on first use.
 """
 
 from __future__ import annotations
