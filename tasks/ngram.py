@@ -1,7 +1,8 @@
 """ngram: token shards -> counts, histogram and n-gram models (arcore.ngram.stage.build_ngram).
 
-With ``--runner dask`` each shard's n-grams are counted by a Dask worker (``tasks/fanout.py``) and the
-counts merged here; the tables and models are identical to a local run.
+With ``--runner dask`` each counting partition (windows of the stream grouped by their first tokens) is
+sorted and counted by a Dask worker (``tasks/fanout.py``) and the results appended here in order; the
+tables and models are identical to a local run.
 """
 
 from prefect import task

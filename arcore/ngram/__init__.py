@@ -13,7 +13,10 @@ Out of core (what the stage and ``arpipe ngram estimate`` run; bounded by the me
     counts --discounts--> interpolate (Kneser-Ney, order by order) --> binary.BinaryModelWriter (memory-mapped)
 
 - ``diskarray``: ``.npy`` files appended and read in slices, blocked gather/lookup, streamed bincount.
-- ``corpus_count``, ``adjust_counts``, ``interpolate``: the passes, one module each.
+- ``corpus_count``, ``adjust_counts``, ``interpolate``: the passes, one module each; ``streamed``: what the
+  streamed MLE/add-k (``additive.stream_*``), Katz (``katz.stream_katz``) and interpolated
+  (``interpolation.stream_interpolated``) estimators share, each beside its in-memory reference.
+- ``text``: ``arpipe ngram estimate`` (lmplz's job) and ``score`` (query's) on whitespace text, streamed.
 - ``counts``: ``count_ngrams`` (in memory: vectorized map over chunks, reduce merge), Parquet tables; with
   ``index`` and the estimators below it is the in-memory reference the passes are tested against.
 - ``index``: integer keys ``row(prefix) * V + word`` shared by every estimator.

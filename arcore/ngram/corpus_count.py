@@ -75,6 +75,7 @@ class CountTables:
     num_ngrams: tuple[int, ...]
     bos_rows: tuple[tuple[int, int], ...]
     tokens: int
+    partitions: int = 1
 
     def path(self, n: int, what: str) -> Path:
         return self.directory / f"order{n}.{what}.npy"
@@ -88,7 +89,7 @@ class CountTables:
     def save(self) -> None:
         meta = {"order": self.order, "vocab_size": self.vocab_size, "bos_id": self.bos_id, "eos_id": self.eos_id,
                 "num_ngrams": list(self.num_ngrams), "bos_rows": [list(r) for r in self.bos_rows],
-                "tokens": self.tokens}
+                "tokens": self.tokens, "partitions": self.partitions}
         atomic_write_bytes(self.directory / TABLES_JSON, json.dumps(meta, indent=2).encode())
 
     @classmethod
@@ -98,7 +99,7 @@ class CountTables:
             raise StageError(f"{directory} holds no complete count tables ({TABLES_JSON} missing); recount")
         m = json.loads(path.read_text())
         return cls(Path(directory), m["order"], m["vocab_size"], m["bos_id"], m["eos_id"], tuple(m["num_ngrams"]),
-                   tuple(tuple(r) for r in m["bos_rows"]), m["tokens"])
+                   tuple(tuple(r) for r in m["bos_rows"]), m["tokens"], m.get("partitions", 1))
 
 
 def windows(ids: np.ndarray, order: int, bos_id: int, eos_id: int, dtype) -> np.ndarray:
@@ -256,12 +257,13 @@ def _pieces(stream: Stream, eos_id: int, piece_tokens: int) -> Iterator[np.ndarr
 
 def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_id: int, out_dir: Path, *,
                  memory_budget_bytes: int = 1 << 30, progress: Progress = None, parquet_dir: Path | None = None,
-                 mapper: OptionalMapper = None) -> CountTables:
+                 mapper: OptionalMapper = None, partition_windows: int | None = None) -> CountTables:
     """Count every n-gram of orders 1..``order`` in ``stream()`` into ``out_dir`` (see the module docstring).
 
     ``stream`` is called twice and must give the same arrays both times. ``parquet_dir``: also write the
     tables as Parquet there. ``progress(done, total)`` counts partitions. ``mapper`` runs
-    ``count_partition`` on the partitions, in order (``None``: here).
+    ``count_partition`` on the partitions, in order (``None``: here). ``partition_windows`` caps the
+    windows of a partition below what the budget holds (smaller pieces for a cluster).
     """
     if order < 1:
         raise InputError(f"order must be >= 1, got {order}")
@@ -282,6 +284,8 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
         tokens += arr.size
     write_npy(out_dir / "order1.counts.npy", unigrams)
     capacity = max(1, memory_budget_bytes // BYTES_PER_WINDOW)
+    if partition_windows:
+        capacity = min(capacity, int(partition_windows))
     heavy = np.flatnonzero(unigrams > capacity)
     second = _second_token_counts(stream, eos_id, bos_id, piece, heavy, V) if heavy.size and order >= 2 else {}
     part_starts = plan_partitions(unigrams, capacity, second, V)
@@ -346,7 +350,8 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
         writers.close()
     shutil.rmtree(spill, ignore_errors=True)
     num = (V,) + tuple(base[2:order + 1])
-    tables = CountTables(out_dir, order, V, bos_id, eos_id, num, tuple(tuple(r) for r in bos_rows), tokens)
+    tables = CountTables(out_dir, order, V, bos_id, eos_id, num, tuple(tuple(r) for r in bos_rows), tokens,
+                         len(part_starts))
     tables.save()
     return tables
 

@@ -63,6 +63,9 @@ class NGramConfig(BaseModel):
                                     min_length=1, description="estimators to fit, by smoothing name")
     memory_budget_mb: int = Field(1024, ge=16, description="peak memory of the stage's process (MiB): counting "
                                   "and Kneser-Ney estimation stream sorted arrays on disk to stay within it")
+    partition_windows: Optional[int] = Field(
+        None, ge=1, description="windows per counting partition (one map piece, one Dask task each); default: "
+        "as many as the memory budget holds")
     arpa: Literal["gzip", "plain", "none"] = Field(
         "gzip", description="ARPA copy of each model beside its binary: <name>.arpa.gz, <name>.arpa, or none "
         "(at scale the text file is the slowest output: lmplz writes it plain)")
@@ -129,24 +132,30 @@ def fit_ngram_models(cfg: NGramConfig, train: np.ndarray | Stream, valid_ids: np
     tables_dir = work_dir / "tables"
     tables = corpus_count(stream, cfg.order, vocab_size, bos_id, eos_id, tables_dir, memory_budget_bytes=budget,
                           progress=progress, parquet_dir=work_dir / "counts" if cfg.count_tables else None,
-                          mapper=mapper)
+                          mapper=mapper, partition_windows=cfg.partition_windows)
     adjust_counts(tables, budget)
     models = {name: _estimate_binary(name, tables, cfg, valid_ids, unk_id, work_dir, budget)
               for name in cfg.models}
     write_npy(work_dir / UNIGRAM_COUNTS, tables.unigram_counts())
+    atomic_write(work_dir / COUNTING_JSON, lambda f: f.write(json.dumps(
+        {"tokens": tables.tokens, "partitions": tables.partitions, "working_budget_bytes": budget}).encode()))
     shutil.rmtree(tables_dir, ignore_errors=True)
     return models
+
+
+COUNTING_JSON = "counting.json"  # what the counting did: tokens, partitions (map pieces), working budget
 
 
 UNIGRAM_COUNTS = "unigram_counts.npy"
 
 
 def _estimate_binary(name: str, tables: CountTables, cfg: NGramConfig, valid_ids: np.ndarray | None,
-                     unk_id: int | None, work_dir: Path, budget: int) -> BackoffModel:
+                     unk_id: int | None, work_dir: Path, budget: int,
+                     weights: Sequence[float] | None = None) -> BackoffModel:
     """Stream estimator ``name`` over ``tables`` into ``work_dir/<name>.binary``; returns it memory-mapped."""
     if name not in SMOOTHINGS:
         raise ConfigError(f"unknown smoothing {name!r}; choose one of {', '.join(SMOOTHINGS)}")
-    if name == "interpolated" and valid_ids is None:
+    if name == "interpolated" and valid_ids is None and weights is None:
         raise ConfigError("interpolated smoothing needs held-out ids to fit its weights")
     target, scratch = work_dir / f"{name}.binary", work_dir / f"{name}.passes"
     shutil.rmtree(target, ignore_errors=True)
@@ -165,7 +174,7 @@ def _estimate_binary(name: str, tables: CountTables, cfg: NGramConfig, valid_ids
         elif name == "katz":
             stream_katz(tables, writer, scratch, budget, cfg.katz_max_count)
         else:
-            stream_interpolated(tables, valid_ids, writer, scratch, budget)
+            stream_interpolated(tables, valid_ids, writer, scratch, budget, weights=weights)
     except BaseException:
         writer.abort()
         raise

@@ -13,12 +13,13 @@ the pipeline's Dask runner) may sort and count the partitions elsewhere.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from arcore.evaluate import evaluate_model, split_counts
-from arcore.ngram.fit import ARPA_SUFFIX, UNIGRAM_COUNTS, NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
+from arcore.ngram.fit import ARPA_SUFFIX, COUNTING_JSON, UNIGRAM_COUNTS, NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
 from arcore.ngram.counts import counts_of_counts, load_counts
 from arcore.ngram.histogram import UnigramModel
 from arcore.parallel import OptionalMapper
@@ -54,6 +55,8 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
     metrics: dict[str, float] = {}
     primary = "kneser-ney" if "kneser-ney" in models else next(iter(models))  # config: at least one model
     records = {f"ngrams_order{n}": int(k) for n, k in enumerate(models[primary].num_ngrams(), 1)}
+    counting = json.loads((Path(out_dir) / COUNTING_JSON).read_text())
+    records["count_partitions"] = int(counting["partitions"])
     if len(valid):
         valid_counts = split_counts(shards_dir, "valid")
         everything = {"histogram": histogram, **models}

@@ -27,10 +27,6 @@ from arcore.ngram.binary import load_binary
 from arcore.ngram.corpus_count import corpus_count
 from arcore.ngram.diskarray import NpyAppender, NpyFile, release_memory, working_budget
 from arcore.ngram.backoff import BackoffModel
-from arcore.ngram.counts import count_ngrams
-from arcore.ngram.fit import estimate
-from arcore.ngram.index import NGramIndex
-from arcore.ngram.interpolation import estimate_interpolated
 from arcore.ngram.query import QueryResult, query
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
@@ -105,28 +101,6 @@ class WordVocabulary:
         flat = [tok for sentence in sentences for tok in (*sentence, EOS)]
         ids = np.fromiter((get(w, unk) for w in flat), dtype=np.int64, count=len(flat))
         return ids, ids == unk
-
-
-def iter_lines(path: Path, block: int = 1 << 16):
-    """Blocks of non-blank lines of ``path`` split on whitespace (what ``read_sentences`` gives, streamed)."""
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"input file {path} does not exist; pass an existing text file") from None
-    with f:
-        out: list[list[str]] = []
-        try:
-            for line in f:
-                words = split_words(line)
-                if words:
-                    out.append(words)
-                    if len(out) == block:
-                        yield out
-                        out = []
-        except UnicodeDecodeError as exc:
-            raise InputError(f"input file {path} is not UTF-8 ({exc.reason})") from None
-        if out:
-            yield out
 
 
 def encode_training_text(path: Path, ids_path: Path, block_bytes: int = 16 << 20) -> tuple["WordVocabulary", int]:
@@ -218,29 +192,61 @@ def documents_of(ids: NpyFile, eos_id: int, piece: int):
     return stream
 
 
-def estimate_kneser_ney_from_text(train: Path, arpa: Path, order: int, *,
-                                  discount_fallback: tuple[float, float, float] | None = None,
-                                  memory_budget_mb: int = 1024) -> tuple[BackoffModel, "WordVocabulary"]:
-    """lmplz's job out of core: the text streamed to ids on disk, counted and estimated by the passes of
-    ``corpus_count`` / ``adjust_counts`` / ``interpolate`` within ``memory_budget_mb`` (the whole process),
-    the binary model written beside the ARPA file (``<arpa>.binary/``) and the ARPA streamed from it."""
-    from arcore.ngram.fit import NGramConfig, _kneser_ney_binary
+def estimate_arpa_from_text(train: Path, arpa: Path, order: int, smoothing: str, *, k: float = 0.5,
+                            heldout: Path | None = None, discount_fallback: tuple[float, float, float] | None = None,
+                            memory_budget_mb: int = 1024) -> tuple[BackoffModel, "WordVocabulary"]:
+    """``lmplz``'s job on a whitespace text file, out of core: the text streamed to ids on disk
+    (``encode_text_ids``), counted and estimated by the passes (``corpus_count``, ``adjust_counts``, the
+    streamed estimator of ``smoothing``) within ``memory_budget_mb`` for the whole process, the binary model
+    written beside the ARPA file (``<arpa>.binary/``) and the ARPA streamed from it.
 
+    ``interpolated`` fits its weights on ``heldout`` when given; otherwise on the last tenth of the
+    training sentences, counted without them, and then re-estimates on all sentences with those weights.
+    Returns the model (memory-mapped from ``<arpa>.binary``) and its vocabulary.
+    """
+    from arcore.ngram.fit import SMOOTHINGS, NGramConfig, _estimate_binary
+
+    if smoothing not in SMOOTHINGS:
+        raise InputError(f"unknown smoothing {smoothing!r}; choose one of {', '.join(SMOOTHINGS)}")
+    if smoothing == "add-k" and not 0 < k <= 10:
+        raise InputError(f"add-k needs 0 < k <= 10, got {k}; use mle for k = 0")
     arpa = Path(arpa)
     work = Path(tempfile.mkdtemp(prefix=".arpipe-estimate-", dir=arpa.parent))
+    binary = Path(str(arpa) + ".binary")
     try:
         # the words stay one Arrow array (~12 bytes a word) during the passes, not Python strings (~150)
-        words, _ = encode_text_ids(train, work / "ids.npy")
+        words, lines = encode_text_ids(train, work / "ids.npy")
         budget = working_budget(memory_budget_mb << 20)
-        bos_id, eos_id, unk_id = 1, 2, 0
-        tables = corpus_count(documents_of(NpyFile(work / "ids.npy"), eos_id, max(1 << 16, budget // 64)),
-                              order, len(words), bos_id, eos_id, work / "tables", memory_budget_bytes=budget)
-        adjust_counts(tables, budget)
-        cfg = NGramConfig(order=order, models=["kneser-ney"], discount_fallback=discount_fallback)
-        _kneser_ney_binary(tables, cfg, unk_id, work, budget)
-        binary = Path(str(arpa) + ".binary")
+        cfg = NGramConfig(order=order, models=[smoothing], add_k=k if smoothing == "add-k" else 0.5,
+                          discount_fallback=discount_fallback)
+        ids = NpyFile(work / "ids.npy")
+        piece = max(1 << 16, budget // 64)
+
+        def tables_of(stream, name: str):
+            tables = corpus_count(stream, order, len(words), 1, 2, work / name, memory_budget_bytes=budget)
+            adjust_counts(tables, budget)
+            return tables
+
+        valid_ids, weights = None, None
+        if smoothing == "interpolated":
+            if heldout is not None:
+                index = {w: i for i, w in enumerate(words.to_pylist())}
+                valid_ids = WordVocabulary(tuple(index), index).encode(read_sentences(heldout))[0]
+            elif lines < 2:
+                raise InputError("interpolated smoothing needs at least 2 training sentences or --heldout FILE")
+            else:  # weights from the last tenth of the sentences, counted without them
+                ends = np.flatnonzero(ids.read() == 2) + 1 if len(ids) <= piece else None
+                cut_line = lines - max(1, lines // 10)
+                cut = int(ends[cut_line - 1]) if ends is not None else _offset_after_line(ids, cut_line, piece)
+                fit_tables = tables_of(lambda: [ids.read(0, cut)], "fit-tables")
+                fitted = _estimate_binary(smoothing, fit_tables, cfg, ids.read(cut), 0, work / "fit", budget)
+                weights = fitted.info["weights"]
+                del fitted
+        tables = tables_of(documents_of(ids, 2, piece), "tables")
+        model = _estimate_binary(smoothing, tables, cfg, valid_ids, 0, work, budget, weights=weights)
+        del model
         shutil.rmtree(binary, ignore_errors=True)
-        (work / "kneser-ney.binary").rename(binary)
+        (work / f"{smoothing}.binary").rename(binary)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     model = load_binary(binary)
@@ -250,47 +256,15 @@ def estimate_kneser_ney_from_text(train: Path, arpa: Path, order: int, *,
     return model, WordVocabulary(tuple(vocab_list), {w: i for i, w in enumerate(vocab_list)})
 
 
-def estimate_arpa_from_text(train: Path, arpa: Path, order: int, smoothing: str, *, k: float = 0.5,
-                            heldout: Path | None = None, discount_fallback: tuple[float, float, float] | None = None,
-                            memory_budget_mb: int = 1024) -> tuple[BackoffModel, "WordVocabulary"]:
-    """``lmplz``'s job on a whitespace text file: count, estimate ``smoothing``, write ``arpa``.
-
-    ``interpolated`` fits its weights on ``heldout`` when given; otherwise on the last tenth of the
-    training sentences, counted without them, and then re-estimates on all sentences with those weights.
-    Returns the model and its vocabulary.
-    """
-    if smoothing == "kneser-ney":
-        return estimate_kneser_ney_from_text(train, arpa, order, discount_fallback=discount_fallback,
-                                             memory_budget_mb=memory_budget_mb)
-    sentences = read_sentences(train)
-    if not sentences:
-        raise InputError(f"training file {train} has no non-blank lines")
-    vocab = WordVocabulary.from_sentences(sentences)
-    budget = memory_budget_mb << 20
-
-    def index_of(sents):
-        ids, _ = vocab.encode(sents)
-        return NGramIndex.from_counts(count_ngrams(ids, order, vocab.bos_id, vocab.eos_id,
-                                                   vocab_size=len(vocab), memory_budget_bytes=budget))
-
-    index = index_of(sentences)
-    valid_ids, weights = None, None
-    if smoothing == "interpolated":
-        if heldout is not None:
-            valid_ids = vocab.encode(read_sentences(heldout))[0]
-        elif len(sentences) < 2:
-            raise InputError("interpolated smoothing needs at least 2 training sentences or --heldout FILE")
-        else:
-            cut = len(sentences) - max(1, len(sentences) // 10)
-            fitted = estimate_interpolated(index_of(sentences[:cut]), vocab.encode(sentences[cut:])[0])
-            weights = fitted.info["weights"]
-    if weights is not None:
-        model = estimate_interpolated(index, None, unk_id=vocab.unk_id, weights=weights)
-    else:
-        model = estimate(smoothing, index, valid_ids=valid_ids, unk_id=vocab.unk_id, add_k=k,
-                         discount_fallback=discount_fallback)
-    write_arpa(model, arpa, vocab.words)
-    return model, vocab
+def _offset_after_line(ids: NpyFile, line: int, piece: int) -> int:
+    """The offset just after the ``line``-th ``</s>`` (1-based) of a long id file, read in pieces."""
+    seen = 0
+    for lo, chunk in ids.chunks(piece):
+        ends = np.flatnonzero(chunk == 2)
+        if seen + ends.size >= line:
+            return lo + int(ends[line - seen - 1]) + 1
+        seen += ends.size
+    return len(ids)
 
 
 def score_text_with_arpa(arpa: Path, text: Path) -> QueryResult:

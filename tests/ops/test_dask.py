@@ -4,7 +4,7 @@ Three runs of one small config (several shards per split, several encode batches
 runner; ``runner=dask`` (a local cluster of 2 worker processes the flow starts and stops); and
 ``runner=dask://HOST:PORT`` against a scheduler and 2 workers started here with the ``dask`` CLI, the
 way a team runs one. Every stage output digest must match, and the Prefect API must show one task
-run per encode batch and per counted shard, all completed. An unreachable scheduler fails in seconds
+run per encode batch and per counting partition, all completed. An unreachable scheduler fails in seconds
 with one line.
 """
 
@@ -26,6 +26,7 @@ from tests.conftest import FAST, ROOT, write_corpus
 from tests.ops.conftest import BIN, base_env, free_port, stop_group
 
 SMALL = ["models=[ngram]", "registry.enabled=false", "shards.shard_tokens=2000", "shards.batch_documents=64",
+         "ngram.partition_windows=4000",
          "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1"]
 DATA_STAGES = ("ingest", "tokenizer", "shards", "ngram", "evaluate")
 
@@ -63,20 +64,21 @@ def task_runs(flow_run_id: str) -> dict[str, str]:
 
 
 def expected_pieces(summary: dict) -> tuple[int, int]:
-    """(encode batches over all splits, train shards): what the fan-out must have submitted."""
+    """(encode batches over all splits, counting partitions): what the fan-out must have submitted."""
     shards = output_dir(summary, "shards")
     batches = sum(math.ceil(read_manifest(shards, split).documents / 64) for split in ("train", "valid", "test"))
-    return batches, len(read_manifest(shards, "train").shards)
+    ngram = json.loads((output_dir(summary, "ngram") / "manifest.json").read_text())
+    return batches, ngram["records"]["count_partitions"]
 
 
 def check_fanned_out(summary: dict) -> None:
-    batches, train_shards = expected_pieces(summary)
-    assert batches >= 4 and train_shards >= 2  # the config really splits the work
+    batches, partitions = expected_pieces(summary)
+    assert batches >= 4 and partitions >= 2  # the config really splits the work
     runs = task_runs(summary["flow_run_id"])
     encode = {n: s for n, s in runs.items() if n.startswith("shards-encode-")}
     count = {n: s for n, s in runs.items() if n.startswith("ngram-count-")}
     assert sorted(encode) == [f"shards-encode-{i:05d}" for i in range(batches)]
-    assert sorted(count) == [f"ngram-count-{i:05d}" for i in range(train_shards)]
+    assert sorted(count) == [f"ngram-count-{i:05d}" for i in range(partitions)]
     assert set(encode.values()) == set(count.values()) == {"Completed"}
 
 
