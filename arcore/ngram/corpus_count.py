@@ -357,14 +357,16 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
 
 
 class _ParquetTables:
-    """``order{n}.parquet`` (columns w1..wn int32, count int64), one row group per partition."""
+    """``order{n}.parquet`` (columns w1..wn int32, count int64) in row groups of exactly ``ROW_GROUP`` rows
+    (the last one shorter), so the files' bytes do not depend on how the windows were partitioned."""
+
+    ROW_GROUP = 1 << 20
 
     def __init__(self, directory: Path, order: int, unigrams: np.ndarray, meta: dict):
         self.meta = json.dumps(meta)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.tmp = {}
-        self.writers = {}
+        self.tmp, self.writers, self.pending = {}, {}, {}
         seen = np.flatnonzero(unigrams)
         self._open(1)
         self.append(1, seen[:, None], unigrams[seen])
@@ -377,14 +379,27 @@ class _ParquetTables:
         path = self.directory / f"order{n}.parquet.partial"
         self.tmp[n] = path
         self.writers[n] = pq.ParquetWriter(path, schema)
+        self.pending[n] = []
 
     def append(self, n: int, cols: np.ndarray, cnt: np.ndarray) -> None:
         if len(cnt) == 0:
             return
         arrays = [pa.array(cols[:, j].astype(np.int32)) for j in range(n)] + [pa.array(cnt.astype(np.int64))]
-        self.writers[n].write_table(pa.Table.from_arrays(arrays, schema=self.writers[n].schema))
+        self.pending[n].append(pa.Table.from_arrays(arrays, schema=self.writers[n].schema))
+        self._flush(n, final=False)
+
+    def _flush(self, n: int, final: bool) -> None:
+        held = sum(t.num_rows for t in self.pending[n])
+        if not held or (held < self.ROW_GROUP and not final):
+            return
+        table = pa.concat_tables(self.pending[n])
+        whole = table.num_rows if final else table.num_rows - table.num_rows % self.ROW_GROUP
+        for lo in range(0, whole, self.ROW_GROUP):
+            self.writers[n].write_table(table.slice(lo, min(self.ROW_GROUP, whole - lo)))
+        self.pending[n] = [table.slice(whole)] if whole < table.num_rows else []
 
     def close(self) -> None:
         for n, w in self.writers.items():
+            self._flush(n, final=True)
             w.close()
             self.tmp[n].replace(self.directory / f"order{n}.parquet")

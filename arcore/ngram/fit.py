@@ -143,7 +143,7 @@ def fit_ngram_models(cfg: NGramConfig, train: np.ndarray | Stream, valid_ids: np
     return models
 
 
-COUNTING_JSON = "counting.json"  # what the counting did: tokens, partitions (map pieces), working budget
+COUNTING_JSON = ".counting.json"  # how the counting ran (partitions follow the budget left): not in the digest
 
 
 UNIGRAM_COUNTS = "unigram_counts.npy"

@@ -146,3 +146,15 @@ def test_fit_stays_within_its_memory_budget(tmp_path):
     in_memory_mb = sum(out["num_ngrams"]) * 6 * 8 / 2 ** 20
     assert in_memory_mb > 3 * budget_mb, out
     assert out["peak_mb"] <= 1.1 * budget_mb, out
+
+
+def test_count_tables_do_not_depend_on_the_partitioning(tmp_path):
+    rng = np.random.default_rng(11)
+    ids = np.concatenate(random_docs(rng, 50, 400, zipf=True))
+    digests = set()
+    for budget in (512, 1 << 20):
+        out = tmp_path / str(budget)
+        tables = corpus_count(lambda: [ids], 4, 50, BOS, EOS, out / "t", memory_budget_bytes=budget,
+                              parquet_dir=out / "pq")
+        digests.add(tuple((out / "pq" / f"order{n}.parquet").read_bytes() for n in range(1, 5)))
+    assert tables.partitions == 1 and len(digests) == 1  # the small budget made many partitions, same bytes

@@ -178,4 +178,4 @@ def test_fit_streams_every_estimator_without_an_index(tmp_path, monkeypatch):
         assert_same_model(model, ref)
         assert model.unk_id == 0
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == sorted(
-        [f"{name}.binary" for name in cfg.models] + ["unigram_counts.npy"])
+        [f"{name}.binary" for name in cfg.models] + ["unigram_counts.npy", ".counting.json"])
