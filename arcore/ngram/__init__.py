@@ -13,6 +13,8 @@ Out of core (what the stage and ``arpipe ngram estimate`` run; bounded by the me
     counts --discounts--> interpolate (Kneser-Ney, order by order) --> binary.BinaryModelWriter (memory-mapped)
 
 - ``diskarray``: ``.npy`` files appended and read in slices, blocked gather/lookup, streamed bincount.
+- ``binary``: the memory-mapped model (``BinaryModelWriter``, ``save_binary``, ``load_binary``; KenLM's
+  probing binary is the anchor) that scoring, evaluation and generation load in milliseconds.
 - ``corpus_count``, ``adjust_counts``, ``interpolate``: the passes, one module each; ``streamed``: what the
   streamed MLE/add-k (``additive.stream_*``), Katz (``katz.stream_katz``) and interpolated
   (``interpolation.stream_interpolated``) estimators share, each beside its in-memory reference.
@@ -31,6 +33,7 @@ Out of core (what the stage and ``arpipe ngram estimate`` run; bounded by the me
 from arcore.ngram.additive import estimate_add_k, estimate_mle
 from arcore.ngram.arpa import read_arpa, write_arpa
 from arcore.ngram.backoff import BackoffModel
+from arcore.ngram.binary import BinaryModelWriter, load_binary, save_binary
 from arcore.ngram.counts import NGramCounts, count_ngrams, counts_of_counts, load_counts, save_counts
 from arcore.ngram.fit import NGramConfig, estimate, fit_ngram_models, load_ngram_models, save_ngram_models
 from arcore.ngram.histogram import Histogram, UnigramModel
@@ -41,9 +44,9 @@ from arcore.ngram.kneser_ney import Discounts, adjust_counts, estimate_kneser_ne
 from arcore.ngram.query import QueryResult, bits_per_byte, query
 
 __all__ = [
-    "BackoffModel", "Discounts", "Histogram", "NGramConfig", "NGramCounts", "NGramIndex", "QueryResult",
+    "BackoffModel", "BinaryModelWriter", "Discounts", "Histogram", "NGramConfig", "NGramCounts", "NGramIndex", "QueryResult",
     "UnigramModel", "adjust_counts", "bits_per_byte", "count_ngrams", "counts_of_counts", "estimate", "estimate_add_k",
     "estimate_interpolated", "estimate_katz", "estimate_kneser_ney", "estimate_mle", "fit_ngram_models",
-    "kneser_ney_discounts", "load_counts", "load_ngram_models", "query", "read_arpa", "save_counts",
-    "save_ngram_models", "write_arpa",
+    "kneser_ney_discounts", "load_binary", "load_counts", "load_ngram_models", "query", "read_arpa", "save_counts",
+    "save_binary", "save_ngram_models", "write_arpa",
 ]
