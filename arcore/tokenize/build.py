@@ -34,6 +34,7 @@ from arcore.tokenize.trainers import train_tokenizer
 
 PREVIEW_FILE = "preview.txt"
 _STEPS = 3
+_MEASURE_CHARS = 1 << 20  # characters of valid text encoded per batch
 
 
 def build_tokenizer(cfg: TokenizerConfig, ingest_dir: Path, out_dir: Path, progress: Progress = None) -> StageOutput:
@@ -53,7 +54,10 @@ def build_tokenizer(cfg: TokenizerConfig, ingest_dir: Path, out_dir: Path, progr
     digest = save_tokenizer(tokenizer, cfg, out_dir)
     _report(progress, 2)
     unk_id = tokenizer.token_to_id(cfg.unk_token)
-    measures = measure_tokenizer(tokenizer, (texts for _, texts in iter_document_batches(ingest_dir, "valid")), unk_id)
+    # Small batches: HF keeps every Encoding of a batch (ids, offsets, token strings: ~100 bytes a token)
+    # until it returns, so 8 MB batches of valid text peaked at 1.2 GB on a 1 GB corpus.
+    valid_batches = iter_document_batches(ingest_dir, "valid", max_documents=256, max_chars=_MEASURE_CHARS)
+    measures = measure_tokenizer(tokenizer, (texts for _, texts in valid_batches), unk_id)
     first_valid = next(iter_texts(ingest_dir, "valid"), None)
     preview = render_preview(tokenizer, cfg, digest, measures, first_valid, sample)
     atomic_write_bytes(out_dir / PREVIEW_FILE, preview.encode())
