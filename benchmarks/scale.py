@@ -13,9 +13,10 @@ Two commands:
 
 ``pipeline`` runs each stage as its own ``arpipe stage NAME`` child process, in pipeline order, with one
 work dir and MLflow store per slice (``--work``/<slice>), so the peak RSS is that stage's own. Beside the
-ngram stage it runs ``lmplz -o <order> -S <ngram.memory_budget_mb>M`` on the same text: the train split's
-token ids as lmplz words (one line per ``</s>``-terminated document, exactly the sentences the ngram stage
-counts), and scores the test split with pip's kenlm under both ARPA files. ``words`` is the issue's first
+ngram stage it runs ``lmplz -o <order> -S <ngram.memory_budget_mb>M --vocab_pad <vocab size>`` on the
+same text: the train split's token ids as lmplz words (one line per ``</s>``-terminated document, exactly
+the sentences the ngram stage counts; ``--vocab_pad`` gives lmplz the stage's uniform 1/|V|, since the
+stage counts every token id, seen or not), and scores the test split with pip's kenlm under both ARPAs. ``words`` is the issue's first
 table: ``arpipe ngram estimate`` vs ``lmplz`` on a slice's whitespace-tokenized words.txt, runs
 interleaved, medians reported, perplexity of both on the held-out words.
 
@@ -128,9 +129,13 @@ def size_mb(path: Path) -> float:
 
 # ---------------------------------------------------------------- lmplz and perplexity
 
-def lmplz_cmd(lmplz: str, order: int, memory: str, text: Path, arpa: Path, tmp: Path) -> list[str]:
+def lmplz_cmd(lmplz: str, order: int, memory: str, text: Path, arpa: Path, tmp: Path,
+              vocab_pad: int | None = None) -> list[str]:
+    """``vocab_pad``: the tokenizer's vocabulary size, so that lmplz interpolates unigrams with the same
+    uniform 1/|V| as the ngram stage (which counts every token id, seen or not, ``<pad>`` included)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    return [lmplz, "-o", str(order), "-S", memory, "-T", str(tmp), "--text", str(text), "--arpa", str(arpa)]
+    pad = ["--vocab_pad", str(vocab_pad)] if vocab_pad else []
+    return [lmplz, "-o", str(order), "-S", memory, "-T", str(tmp), *pad, "--text", str(text), "--arpa", str(arpa)]
 
 
 def perplexity(arpa: Path, text: Path) -> dict:
@@ -283,7 +288,7 @@ def _run_pipeline(args, prefect_env: dict) -> dict:
                               "50 ms samples",
               "stages": rows}
     lmplz = args.lmplz or _which("lmplz")
-    if lmplz and "ngram" in outputs:
+    if lmplz and ("ngram" in outputs or "lmplz" in wanted):  # --stages lmplz: beside the latest ngram output
         result["lmplz"] = run_lmplz_beside(args, lmplz, work, overrides, outputs, slice_mb)
     return result
 
@@ -308,8 +313,9 @@ def run_lmplz_beside(args, lmplz: str, work: Path, overrides: list[str], outputs
     memory = f"{cfg.ngram.memory_budget_mb}M"
     print(f"[{args.slice}] lmplz -o {cfg.ngram.order} -S {memory} on {exported['train']['bytes'] / MB:.0f} MB of "
           f"train ids ...", flush=True)
-    m = measure(lmplz_cmd(lmplz, cfg.ngram.order, memory, lm_dir / "train.txt", lm_dir / "lmplz.arpa", lm_dir / "tmp"),
-                lm_dir / "lmplz", args.rss_limit_mb, args.timeout_s)
+    vocab_size = json.loads((ngram_dir / "models.json").read_text())["models"]["kneser-ney"]["vocab_size"]
+    m = measure(lmplz_cmd(lmplz, cfg.ngram.order, memory, lm_dir / "train.txt", lm_dir / "lmplz.arpa", lm_dir / "tmp",
+                          vocab_pad=vocab_size), lm_dir / "lmplz", args.rss_limit_mb, args.timeout_s)
     out = {"binary": lmplz, "memory": memory, "exported": exported, **m, "output_mb": size_mb(lm_dir / "lmplz.arpa")}
     if m["rc"] == 0:
         ours = ngram_dir / "kneser-ney.arpa.gz"
@@ -363,10 +369,10 @@ def pipeline_table(result: dict, other: dict | None) -> str:
                      f"{mb / r['wall_s']:.2f} | {r['rss_main_mb']:.0f} | {r['rss_tree_mb']:.0f} | "
                      f"{r.get('output_mb', float('nan')):.1f} |{ratio}"
                      + (f" rc={r['rc']} {r['killed'] or ''}" if r["rc"] else ""))
-    rows = result["stages"]
+    rows = result["stages"] or [{"stage": "-", "wall_s": 0.0, "cpu_s": 0.0, "rss_main_mb": 0.0, "rss_tree_mb": 0.0}]
     wall, cpu = sum(r["wall_s"] for r in rows), sum(r["cpu_s"] for r in rows)
     lines.append(f"| total (sum / max) | {wall:.1f} | {sum(r.get('stage_s', 0) for r in rows):.1f} | {cpu:.1f} | "
-                 f"{mb / wall:.2f} | {max(r['rss_main_mb'] for r in rows):.0f} | "
+                 f"{mb / wall if wall else float('nan'):.2f} | {max(r['rss_main_mb'] for r in rows):.0f} | "
                  f"{max(r['rss_tree_mb'] for r in rows):.0f} | {sum(r.get('output_mb', 0) for r in rows):.1f} |"
                  + (" |" if other else ""))
     lm = result.get("lmplz")
@@ -451,7 +457,8 @@ def main(argv: list[str] | None = None) -> None:
                        "e.g. a `git archive <commit>` export for before/after figures")
         p.add_argument("--label", default=None, help="name of the measured code in the output (default: its commit)")
     pp = sub.choices["pipeline"]
-    pp.add_argument("--stages", default=None, help="comma-separated subset (default: every selected stage)")
+    pp.add_argument("--stages", default=None, help="comma-separated subset (default: every selected stage); "
+                    "'lmplz' alone reruns lmplz beside the latest ngram output")
     pp.add_argument("--set", action="append", default=[], help="extra override section.key=value (repeatable)")
     pp.add_argument("--prefect", choices=["shared", "temporary"], default="shared",
                     help="shared: one Prefect server for all stages (default); temporary: each stage starts its own")
