@@ -158,3 +158,33 @@ def test_count_tables_do_not_depend_on_the_partitioning(tmp_path):
                               parquet_dir=out / "pq")
         digests.add(tuple((out / "pq" / f"order{n}.parquet").read_bytes() for n in range(1, 5)))
     assert tables.partitions == 1 and len(digests) == 1  # the small budget made many partitions, same bytes
+
+
+def _mapped_kb(directory) -> int:
+    """Resident kB of this process's mappings of files under ``directory`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if "-" in head[0] and len(head) >= 5 and not line.startswith(("Rss", "Pss")) and ":" not in head[0]:
+            inside = len(head) >= 6 and head[5].startswith(str(directory))
+        elif line.startswith("Rss:") and inside:
+            total += int(head[1])
+    return total
+
+
+def test_scoring_a_large_mapped_model_gives_its_pages_back(tmp_path, monkeypatch):
+    import arcore.ngram.backoff as backoff
+    from arcore.ngram.fit import NGramConfig, fit_ngram_models
+
+    rng = np.random.default_rng(5)
+    ids = np.concatenate(random_docs(rng, 300, 4000, zipf=True))
+    cfg = NGramConfig(order=4, models=["kneser-ney"], count_tables=False, discount_fallback=FALLBACK)
+    model = fit_ngram_models(cfg, ids, ids[:0], 300, BOS, EOS, None, tmp_path / "w")["kneser-ney"]
+    kept = model.score(ids)
+    assert _mapped_kb(tmp_path / "w") > 0  # a small model keeps its pages: the fast path
+    model.release_pages()
+    assert _mapped_kb(tmp_path / "w") == 0
+    monkeypatch.setattr(backoff, "_RELEASE_BYTES", 0)  # every mapped model counts as large
+    released = model.score(ids)
+    assert released.tobytes() == kept.tobytes()
+    assert _mapped_kb(tmp_path / "w") == 0  # given back after the windows
