@@ -59,7 +59,8 @@ SCALE_SETTINGS = [
     'models=["ngram", "rnn", "transformer"]',
     "rnn.epochs=1", "rnn.max_steps=200",
     "transformer.epochs=1", "transformer.max_steps=200",
-    "evaluate.max_tokens=1000000",       # the issue's scoring sample (today: the samples' length, <= 4096)
+    "evaluate.max_score_tokens=1000000",  # score valid/test on a 1 M-token document sample
+                                          # (evaluate.max_tokens is the decoders' sample length)
 ]
 
 
