@@ -43,6 +43,9 @@ class TrackingConfig(BaseModel):
     ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI base, for links in Prefect")
     request_timeout_s: int = Field(5, ge=1, le=600)
     request_max_retries: int = Field(1, ge=0, le=10)
+    max_logged_model_mb: Optional[int] = Field(
+        2048, ge=0, description="a stage whose output exceeds this many MiB logs no generation model (pyfunc) "
+        "to MLflow: it would be copied three times (a 5-gram of 1 GB of text is ~16 GB); null: no limit")
 
 
 class RunnerSpec(BaseModel):

@@ -103,7 +103,16 @@ def _run_stage(stage: Stage, config: PipelineConfig, tracker: Tracker, parent: s
     result = result.model_copy(update={"state": "cached" if cached else "completed",
                                        "seconds": time.perf_counter() - t0})
     if stage.exports and not cached:
-        _log_generators(tracker, child, stage.exports, upstream, result)
+        size_mb = sum(f.stat().st_size for f in Path(result.output_dir).rglob("*") if f.is_file()) / 2 ** 20
+        limit = config.tracking.max_logged_model_mb
+        if limit is None or size_mb <= limit:
+            _log_generators(tracker, child, stage.exports, upstream, result)
+        else:
+            get_run_logger().warning(
+                "%s: not logging its generation models to MLflow: the output is %.0f MiB, over "
+                "tracking.max_logged_model_mb=%d; they stay in %s", stage.name, size_mb, limit, result.output_dir)
+            tracker.client.set_tag(child, "arpipe.models_not_logged",
+                                   f"output {size_mb:.0f} MiB > tracking.max_logged_model_mb={limit}")
     tracker.finish_stage_run(child, result, cached=cached)
     results.append({"stage": result.stage, "state": result.state, "seconds": round(result.seconds, 3),
                     "output_dir": result.output_dir, "metrics": result.metrics, "mlflow_run_id": child})

@@ -36,6 +36,8 @@ def register(cfg: RegistryConfig, tracker: Tracker, pipeline_run_id: str, stages
         if stage is None or stage["state"] != "completed":
             continue  # not trained in this run: its model is already registered
         name, run_id = f"{cfg.prefix}{family}", stage["mlflow_run_id"]
+        if f"arpipe.model.{family}" not in tracker.client.get_run(run_id).data.tags:
+            continue  # no generation model logged (tracking.max_logged_model_mb): nothing to register
         with tempfile.TemporaryDirectory(prefix="arpipe-register-") as tmp:
             candidate = _valid_bpb(tracker, run_id, family, texts, Path(tmp) / "candidate")
             champion = tracker.version_by_alias(name, cfg.alias)
