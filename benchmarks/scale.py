@@ -23,9 +23,10 @@ interleaved, medians reported, perplexity of both on the held-out words.
 What is measured (each child process):
 - CPU: user + sys from ``wait4``'s rusage, which includes the child's reaped descendants (the temporary
   Prefect API server each ``arpipe stage`` starts is one).
-- peak RSS "main": the VmHWM of the child itself (the stage's Python process, or lmplz): exact, read from
-  /proc every 50 ms (the high-water mark only grows). "tree": the largest sum of VmRSS over the child and
-  all its descendants (Prefect's server included) seen in those 50 ms samples.
+- peak RSS "main": the high-water mark of the child itself (the stage's Python process, or lmplz): the
+  larger of its VmHWM read from /proc every 50 ms and ``wait4``'s ``ru_maxrss`` (the kernel's figure at
+  exit; for lmplz it is 2-3x the sampled VmHWM: a brief peak the samples miss). "tree": the largest
+  sum of VmRSS over the child and all its descendants seen in those samples (at least "main").
 - "stage s": the seconds arpipe itself reports for the stage (no interpreter or Prefect start-up).
 A child whose tree passes ``--rss-limit-mb`` (default 18000) is killed (its own process group) and
 reported as such. "total" sums wall and CPU over the stages and takes the largest peak.
@@ -114,7 +115,8 @@ def measure(cmd: list[str], log: Path, rss_limit_mb: float, timeout_s: float, en
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {"wall_s": wall, "user_s": usage.ru_utime, "sys_s": usage.ru_stime, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "rss_main_mb": max(hwm, usage.ru_maxrss * 1024) / MB, "rss_tree_mb": max(tree_peak, hwm) / MB,
+            "rss_main_mb": max(hwm, usage.ru_maxrss * 1024) / MB,
+            "rss_tree_mb": max(tree_peak, hwm, usage.ru_maxrss * 1024) / MB,
             "rc": proc.returncode, "killed": killed, "log": str(log.with_suffix(".err"))}
 
 
@@ -285,8 +287,8 @@ def _run_pipeline(args, prefect_env: dict) -> dict:
               "each child starts Prefect's temporary API server, counted in its wall, CPU and tree")
     result = {"slice": args.slice, "slice_mb": slice_mb, "overrides": overrides, "skipped_settings": skipped,
               "prefect": server,
-              "rss_sampling": "main: VmHWM of the child; tree: max sum of VmRSS over the child's process tree, "
-                              "50 ms samples",
+              "rss_sampling": "main: the child's high-water mark (max of VmHWM sampled every 50 ms and "
+                              "ru_maxrss); tree: max sum of VmRSS over the child's process tree in those samples",
               "stages": rows}
     lmplz = args.lmplz or _which("lmplz")
     if lmplz and ("ngram" in outputs or "lmplz" in wanted):  # --stages lmplz: beside the latest ngram output
