@@ -84,6 +84,10 @@ def write_arpa(model: BackoffModel, path: Path, words: Sequence[str] | None = No
     def write(f) -> None:
         out = gzip.GzipFile(filename="", fileobj=f, mode="wb", compresslevel=compresslevel, mtime=0) \
             if str(path).endswith(".gz") else f
+        # a large mapped model gives back the pages each chunk read: a 1 GB-corpus 5-gram (9.5 GB of
+        # files) otherwise left 5.2 GB of them resident by the end of the text
+        mapped = sum(len(m) for m in getattr(model, "_maps", ()))
+        release = mapped > (512 << 20)
         out.write(("\\data\\\n" + "".join(f"ngram {n}={m}\n" for n, m in
                                           enumerate(model.num_ngrams(), start=1))).encode())
         for n in range(1, model.order + 1):
@@ -93,6 +97,8 @@ def write_arpa(model: BackoffModel, path: Path, words: Sequence[str] | None = No
                 out.write(b"\n")
             for lo in range(0, size, chunk_rows):
                 out.write(_section_chunk(model, word_arr, n, lo, min(size, lo + chunk_rows)))
+                if release:  # the pages read through the maps would otherwise stay resident
+                    model.release_pages()
         out.write(b"\n\\end\\\n")
         if out is not f:
             out.close()
