@@ -42,8 +42,9 @@ from arcore.ngram.probing import KeyHash
 _RELEASE_BYTES = 2 << 30  # mapped models above this size give their pages back when RSS grew by this much
 # (below it, the whole model resident is as much as KenLM holds for it; above it, e.g. a 5-gram of 1 GB of
 # text at ~16 GB of files, scoring would otherwise keep every page it touched)
-_SCORE_CHUNK_RELEASED = 1 << 14  # and score in smaller windows: the kernel maps up to 16 cached pages around
-# each faulting one (fault-around), so one window of 2^14 positions can add ~0.5 GB of resident pages
+_SCORE_CHUNK_RELEASED = 1 << 12  # and score in smaller windows: the kernel maps up to 16 cached pages around
+# each faulting one (fault-around), so one window of 2^k positions can add up to 2^k * (order - 1) * 64 KiB of
+# resident pages (2^14 took a 1 GB-corpus 5-gram's valid scoring to 4.9 GB; 2^12 bounds a window at ~1 GB)
 _SCORE_CHUNK = 1 << 16  # positions scored at once: temporaries stay in cache (2^16 measured ~10% faster than
 # one window for everything, smaller windows slower from per-call overhead)
 
@@ -174,7 +175,7 @@ class BackoffModel:
         # stays near one window's pages (release_pages) instead of growing to the model's size.
         release = sum(len(mm) for mm in self._maps) > _RELEASE_BYTES
         chunk = _SCORE_CHUNK_RELEASED if release else _SCORE_CHUNK
-        ceiling = current_rss_bytes() + _RELEASE_BYTES // 2
+        ceiling = current_rss_bytes() + _RELEASE_BYTES // 4
         for lo in range(0, ext.size, chunk):
             start = max(0, lo - (self.order - 1))
             logp[lo:lo + chunk] = self._score_window(ext[start:lo + chunk])[lo - start:]
@@ -202,9 +203,9 @@ class BackoffModel:
         """Drop the mapped pages read so far from this process's resident set (``MADV_DONTNEED``; they stay
         in the page cache, so reading them again costs a minor fault). Random probes of a large mapped
         model would otherwise leave every page they touched resident: scoring 1.45 M tokens with the
-        100 MB-corpus 5-gram (1.6 GB of files) raised RSS from 0.1 GB to 1.3 GB. ``score`` calls it after
-        window once RSS has grown by ``_RELEASE_BYTES`` (models over that size), so RSS stays within about
-        that plus one window's pages; re-reading dropped pages costs minor faults, so it is not done often."""
+        100 MB-corpus 5-gram (1.6 GB of files) raised RSS from 0.1 GB to 1.3 GB. For models over
+        ``_RELEASE_BYTES``, ``score`` calls it after a window once RSS has grown by a quarter of that, so
+        RSS stays within about 0.5 GB plus one window's pages; re-reading dropped pages costs minor faults."""
         for mm in self._maps:
             try:
                 mm.madvise(mmap.MADV_DONTNEED)
