@@ -60,6 +60,8 @@ SCALE_SETTINGS = [
     'models=["ngram", "rnn", "transformer"]',
     "rnn.epochs=1", "rnn.max_steps=200",
     "transformer.epochs=1", "transformer.max_steps=200",
+    "ngram.arpa=plain", "ngram.count_tables=false",  # lmplz writes a plain ARPA and no count tables
+    "rnn.max_valid_tokens=200000", "transformer.max_valid_tokens=200000",
     "evaluate.max_score_tokens=1000000",  # score valid/test on a 1 M-token document sample
                                           # (evaluate.max_tokens is the decoders' sample length)
 ]
@@ -321,7 +323,8 @@ def run_lmplz_beside(args, lmplz: str, work: Path, overrides: list[str], outputs
                           vocab_pad=vocab_size), lm_dir / "lmplz", args.rss_limit_mb, args.timeout_s)
     out = {"binary": lmplz, "memory": memory, "exported": exported, **m, "output_mb": size_mb(lm_dir / "lmplz.arpa")}
     if m["rc"] == 0:
-        ours = ngram_dir / "kneser-ney.arpa.gz"
+        ours = next((p for p in (ngram_dir / "kneser-ney.arpa.gz", ngram_dir / "kneser-ney.arpa") if p.exists()),
+                    ngram_dir / "kneser-ney.arpa.gz")  # ngram.arpa = gzip or plain
         out["test_ppl"] = {"lmplz": perplexity(lm_dir / "lmplz.arpa", lm_dir / "test.txt"),
                            "arpipe": perplexity(ours, lm_dir / "test.txt") if ours.exists() else None}
     else:
