@@ -34,7 +34,7 @@ import numpy as np
 
 from arcore.errors import InputError, StageError
 from arcore.ngram.counts import atomic_write, document_starts, with_bos
-from arcore.ngram.diskarray import current_rss_bytes
+from arcore.ngram.diskarray import mapped_rss_bytes
 from arcore.ngram.index import decode, locate
 from arcore.ngram.probing import KeyHash
 
@@ -175,11 +175,10 @@ class BackoffModel:
         # stays near one window's pages (release_pages) instead of growing to the model's size.
         release = sum(len(mm) for mm in self._maps) > _RELEASE_BYTES
         chunk = _SCORE_CHUNK_RELEASED if release else _SCORE_CHUNK
-        ceiling = current_rss_bytes() + _RELEASE_BYTES // 4
         for lo in range(0, ext.size, chunk):
             start = max(0, lo - (self.order - 1))
             logp[lo:lo + chunk] = self._score_window(ext[start:lo + chunk])[lo - start:]
-            if release and current_rss_bytes() > ceiling:
+            if release and mapped_rss_bytes() > _RELEASE_BYTES // 4:  # absolute: holds across calls
                 self.release_pages()
         return logp[keep]
 
@@ -204,8 +203,9 @@ class BackoffModel:
         in the page cache, so reading them again costs a minor fault). Random probes of a large mapped
         model would otherwise leave every page they touched resident: scoring 1.45 M tokens with the
         100 MB-corpus 5-gram (1.6 GB of files) raised RSS from 0.1 GB to 1.3 GB. For models over
-        ``_RELEASE_BYTES``, ``score`` calls it after a window once RSS has grown by a quarter of that, so
-        RSS stays within about 0.5 GB plus one window's pages; re-reading dropped pages costs minor faults."""
+        ``_RELEASE_BYTES``, ``score`` calls it after a window once the process's file-backed resident pages
+        pass a quarter of that (an absolute bound, so it holds across the many ``score`` calls of an
+        evaluation), so they stay within about 0.5 GB plus one window's pages."""
         for mm in self._maps:
             try:
                 mm.madvise(mmap.MADV_DONTNEED)

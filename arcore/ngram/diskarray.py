@@ -84,6 +84,18 @@ def current_rss_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def mapped_rss_bytes() -> int:
+    """Resident bytes of this process's file-backed pages now (``RssFile`` in /proc/self/status; 0 where
+    it cannot be read): what a memory-mapped model's pages add to RSS."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 MIN_WORKING_BYTES = 32 << 20
 
 
