@@ -114,13 +114,12 @@ def estimate(name: str, counts: NGramCounts | NGramIndex, *, valid_ids: np.ndarr
 def fit_ngram_models(cfg: NGramConfig, train: np.ndarray | Stream, valid_ids: np.ndarray, vocab_size: int,
                      bos_id: int, eos_id: int, unk_id: int | None, work_dir: Path,
                      progress: Callable[[int, Optional[int]], None] | None = None,
-                     cuts: Sequence[int] = (), mapper: OptionalMapper = None) -> dict[str, BackoffModel]:
+                     mapper: OptionalMapper = None) -> dict[str, BackoffModel]:
     """Count ``train`` once and estimate ``cfg.models``; returns the models by name.
 
     ``train``: token ids (shard layout), or a callable returning an iterable of such arrays (whole
     documents each; called twice), e.g. one array per shard. ``mapper`` runs the counting's map step
     (``corpus_count.count_partition``) elsewhere; it changes where the work happens, never the models.
-    ``cuts`` is accepted for compatibility and ignored: counting cuts its own pieces at document ends.
 
     Every model is written to ``work_dir/<name>.binary`` and returned memory-mapped from there; the
     count tables are written to ``work_dir/counts/order{n}.parquet`` when ``cfg.count_tables``.

@@ -235,9 +235,7 @@ def estimate_arpa_from_text(train: Path, arpa: Path, order: int, smoothing: str,
             elif lines < 2:
                 raise InputError("interpolated smoothing needs at least 2 training sentences or --heldout FILE")
             else:  # weights from the last tenth of the sentences, counted without them
-                ends = np.flatnonzero(ids.read() == 2) + 1 if len(ids) <= piece else None
-                cut_line = lines - max(1, lines // 10)
-                cut = int(ends[cut_line - 1]) if ends is not None else _offset_after_line(ids, cut_line, piece)
+                cut = _offset_after_line(ids, lines - max(1, lines // 10), piece)
                 fit_tables = tables_of(lambda: [ids.read(0, cut)], "fit-tables")
                 fitted = _estimate_binary(smoothing, fit_tables, cfg, ids.read(cut), 0, work / "fit", budget)
                 weights = fitted.info["weights"]
