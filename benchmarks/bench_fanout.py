@@ -124,7 +124,7 @@ def main() -> None:
 
         start = time.perf_counter()
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=":0", silence_logs=logging.WARNING,
+                               dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
                                env={"TOKENIZERS_PARALLELISM": "false"})
         client = Client(cluster, set_as_default=False)  # else FanOut's DaskTaskRunner would attach to it
         client.wait_for_workers(2)
