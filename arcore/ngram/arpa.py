@@ -86,7 +86,7 @@ def write_arpa(model: BackoffModel, path: Path, words: Sequence[str] | None = No
             if str(path).endswith(".gz") else f
         # a large mapped model gives back the pages each chunk read: a 1 GB-corpus 5-gram (9.5 GB of
         # files) otherwise left 5.2 GB of them resident by the end of the text
-        mapped = sum(len(m) for m in getattr(model, "_maps", ()))
+        mapped = sum(len(m) for m, _ in getattr(model, "_maps", ()))
         release = mapped > (512 << 20)
         out.write(("\\data\\\n" + "".join(f"ngram {n}={m}\n" for n, m in
                                           enumerate(model.num_ngrams(), start=1))).encode())

@@ -172,6 +172,18 @@ def _mapped_kb(directory) -> int:
     return total
 
 
+def _mapped_flags(directory) -> list[set[str]]:
+    """The VmFlags of each of this process's mappings of files under ``directory`` (``rr``: MADV_RANDOM)."""
+    flags, inside = [], False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if "-" in head[0] and len(head) >= 5 and ":" not in head[0] and not line.startswith(("Rss", "Pss")):
+            inside = len(head) >= 6 and head[5].startswith(str(directory))
+        elif line.startswith("VmFlags:") and inside:
+            flags.append(set(head[1:]))
+    return flags
+
+
 def test_scoring_a_large_mapped_model_gives_its_pages_back(tmp_path, monkeypatch):
     import arcore.ngram.backoff as backoff
     from arcore.ngram.fit import NGramConfig, fit_ngram_models
@@ -182,9 +194,12 @@ def test_scoring_a_large_mapped_model_gives_its_pages_back(tmp_path, monkeypatch
     model = fit_ngram_models(cfg, ids, ids[:0], 300, BOS, EOS, None, tmp_path / "w")["kneser-ney"]
     kept = model.score(ids)
     assert _mapped_kb(tmp_path / "w") > 0  # a small model keeps its pages: the fast path
+    assert not any("rr" in f for f in _mapped_flags(tmp_path / "w"))  # and default readahead
     model.release_pages()
     assert _mapped_kb(tmp_path / "w") == 0
     monkeypatch.setattr(backoff, "_RELEASE_BYTES", 0)  # every mapped model counts as large
     released = model.score(ids)
     assert released.tobytes() == kept.tobytes()
     assert _mapped_kb(tmp_path / "w") == 0  # given back after the windows
+    flags = _mapped_flags(tmp_path / "w")
+    assert flags and all("rr" in f for f in flags)  # faults read single pages: no readahead, no folios
