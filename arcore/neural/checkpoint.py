@@ -2,27 +2,34 @@
 
 ``checkpoint.pt`` holds everything needed to continue a run exactly where it stopped: model and optimizer
 state dicts, the learning-rate schedule state, the hidden state carried between BPTT windows (``None`` for
-a model that carries none), the RNG states of torch (CPU and CUDA), numpy and python, the data position
-(epoch, next window, step), and a sha256 of the token ids trained on (a relaunch on changed shards is
-refused). A format tag per model family (``arpipe-rnn-checkpoint-v1``, ``arpipe-transformer-checkpoint-v1``)
+a model that carries none), the RNG state the training owns (torch's CPU generator, and the training GPU's
+when it trains on CUDA), the data position (epoch, next window, step), the last epoch's gradient
+diagnostics, and a sha256 of the token ids trained on (a relaunch on changed shards is refused).
+
+Only state the training owns goes in: the file must be a function of the config and the data, so an
+interrupted and an uninterrupted run write the same bytes and the stage's output digest is the same
+(issue 17). Python's ``random`` and numpy's global generator are not: nothing in training draws from them,
+and other code in the process (Prefect, MLflow, the stages before) advances them, so storing them made
+every run's ``checkpoint.pt`` different. Checkpoints written before this change still load; their extra
+RNG entries are ignored. A format tag per model family (``arpipe-rnn-checkpoint-v1``, ``arpipe-transformer-checkpoint-v1``)
 keeps one family's checkpoint from being resumed as another's. Relaunching from it on CPU reproduces an
 uninterrupted run bit for bit (tests/arcore/test_rnn_resume.py).
 
 Every file is written with ``torch.save`` to a temporary name in the same directory, fsynced, then
 ``os.replace``d, so a crash leaves either the old file or the new one; every file is read with
 ``torch.load(..., weights_only=True)``: tensors, numbers, strings, lists, tuples and dicts only, so a
-hostile file cannot run code. numpy's RNG state is therefore stored as a tensor, never as an array object.
+hostile file cannot run code.
 The model directories themselves (``model.pt`` + ``config.json``) are written by each family's own
 ``checkpoint`` module with these primitives.
 """
 
 from __future__ import annotations
 
-import random
+import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from arcore.errors import StageError
@@ -57,37 +64,55 @@ def safe_torch_load(path: Path, what: str) -> Any:
         ) from None
 
 
-def capture_rng_state() -> dict:
-    """RNG states of python, numpy (legacy global generator) and torch, as weights_only-loadable values."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+def capture_rng_state(device: torch.device) -> dict:
+    """The RNG state training draws from: torch's CPU generator, and ``device``'s when it is a GPU.
+
+    Dropout masks come from these; initial weights too, but those are drawn before the first checkpoint."""
     return {
-        "python": random.getstate(),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
     }
 
 
-def restore_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    npst = state["numpy"]
-    np.random.set_state(
-        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
-    )
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    """Put back what ``capture_rng_state`` took (a checkpoint's ``python``/``numpy`` entries, written by
+    earlier versions, are ignored: training never draws from those generators)."""
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "cuda" and state.get("cuda"):
+        torch.cuda.set_rng_state(state["cuda"][0], device)
+
+
+def canonical(obj: Any) -> Any:
+    """A copy of ``obj`` whose pickle depends only on its values: every string interned, every container new.
+
+    pickle writes an object seen before as a reference to it, and strings are compared by identity: a
+    resumed run's history holds the keys it unpickled from the checkpoint beside new dicts whose keys are
+    the literals in the code, so without this the same values pickle to other bytes than an uninterrupted
+    run's (``"lr"`` written twice instead of once and referenced). Tensors are kept as they are (their
+    storages are written by reference either way). ``OrderedDict`` keeps its ``_metadata`` (module versions).
+
+    >>> a, b = canonical({"lr": 1.0}), canonical({"".join(["l", "r"]): 2.0})
+    >>> next(iter(a)) is next(iter(b))
+    True
+    """
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, OrderedDict):
+        out = OrderedDict((canonical(k), canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = canonical(obj._metadata)
+        return out
+    if isinstance(obj, dict):
+        return {canonical(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(canonical(v) for v in obj)
+    return obj
 
 
 def save_checkpoint(path: Path, payload: dict, fmt: str) -> None:
-    """Write a training checkpoint; ``payload`` is built by the trainer (see module docstring)."""
-    atomic_torch_save({"format": fmt, **payload}, path)
+    """Write a training checkpoint; ``payload`` is built by the trainer (see module docstring). Equal
+    payloads give equal bytes (``canonical``), however the process came by them (fresh or resumed)."""
+    atomic_torch_save(canonical({"format": fmt, **payload}), path)
 
 
 def load_checkpoint(path: Path, cfg, vocab_size: int, *, fmt: str, section: str) -> dict:

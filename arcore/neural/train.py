@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,9 +138,9 @@ def resolve_device(name: str, ctx: DistContext, section: str = "rnn") -> torch.d
     return torch.device("cpu")
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
+def seed_torch(seed: int) -> None:
+    """Seed the generators training draws from (torch's CPU and CUDA ones). Python's ``random`` and
+    numpy's global generator are left alone: training does not use them, and they belong to the process."""
     torch.manual_seed(seed)
 
 
@@ -233,39 +232,42 @@ def train_model(
     check_window_fits(train, cfg.bptt, "train", family.section)
     windows = n_windows(train, cfg.bptt)
 
-    seed_everything(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
+    seed_torch(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
     model = family.build(cfg, vocab_size).to(device)
     net = model
     if ctx.active:
         net = DistributedDataParallel(model, device_ids=[ctx.local_rank] if device.type == "cuda" else None)
     optimizer = make_optimizer(cfg, model)
-    seed_everything(cfg.seed + ctx.rank)  # distinct dropout masks per rank
+    seed_torch(cfg.seed + ctx.rank)  # distinct dropout masks per rank
 
     schedule = {"lr": cfg.lr, "best_valid_loss": math.inf, "best_epoch": -1}
     pos = {"epoch": 0, "window": 0, "step": 0, "tokens": 0, "loss_sum": 0.0, "loss_windows": 0}
     history: list[dict] = []
     rates: list[float] = []
     hidden: Optional[Hidden] = None
+    norms = np.zeros(0)
     ckpt_path = out_dir / ck.CHECKPOINT_NAME
     if resume and ckpt_path.exists():
-        state = _restore(ckpt_path, cfg, vocab_size, data_digest, ctx, model, optimizer, family)
+        state = _restore(ckpt_path, cfg, vocab_size, data_digest, ctx, model, optimizer, family, device)
         schedule, pos, history = dict(state["schedule"]), dict(state["position"]), list(state["history"])
         hidden = _hidden_from_saved(state["hidden"][ctx.rank], device)
+        # the last epoch's diagnostics: a relaunch that has no epoch left to train still returns them
+        norms = state.get("diagnostics", {}).get("grad_h_norms", torch.zeros(0)).numpy()
     for group in optimizer.param_groups:
         group["lr"] = schedule["lr"]
     resumed_from = pos["step"]
     limit = cfg.step_limit
     total_steps = cfg.epochs * windows if limit is None else min(limit, cfg.epochs * windows)
-    norms = np.zeros(0)
 
     def write_checkpoint() -> None:
         hiddens = gather_objects(_hidden_to_cpu(hidden), ctx)
-        rngs = gather_objects(ck.capture_rng_state(), ctx)
+        rngs = gather_objects(ck.capture_rng_state(device), ctx)
         if ctx.is_main:
             ck.save_checkpoint(ckpt_path, fmt=family.checkpoint_format, payload={
                 "config": cfg.model_dump_json(), "vocab_size": vocab_size, "world_size": ctx.world_size,
                 "data_sha256": data_digest, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule, "position": pos, "history": history, "hidden": hiddens, "rng": rngs,
+                "diagnostics": {"grad_h_norms": torch.from_numpy(np.asarray(norms, dtype=np.float64))},
             })
         barrier(ctx)
 
@@ -350,7 +352,8 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _restore(path: Path, cfg, vocab_size, data_digest, ctx, model, optimizer, family: ModelFamily) -> dict:
+def _restore(path: Path, cfg, vocab_size, data_digest, ctx, model, optimizer, family: ModelFamily,
+             device: torch.device) -> dict:
     """Load a checkpoint into ``model`` and ``optimizer`` and restore the RNG states; refuse a foreign one."""
     state = ck.load_checkpoint(path, cfg, vocab_size, fmt=family.checkpoint_format, section=family.section)
     if state["data_sha256"] != data_digest:
@@ -365,7 +368,7 @@ def _restore(path: Path, cfg, vocab_size, data_digest, ctx, model, optimizer, fa
         )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    ck.restore_rng_state(state["rng"][ctx.rank])
+    ck.restore_rng_state(state["rng"][ctx.rank], device)
     return state
 
 
