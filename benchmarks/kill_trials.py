@@ -1,0 +1,134 @@
+"""Random SIGKILLs of ``arpipe run`` in one work dir, then a final run: every stage's output as a clean run's.
+
+Issue 17, bar 1. The script
+
+1. runs ``arpipe run --json`` once in a fresh work dir (``clean/``) and records each stage's key and
+   output digest and how long the run took (T);
+2. in another work dir (``killed/``), starts ``arpipe run`` again and again and SIGKILLs its process
+   group (the CLI and the Prefect server it started) at a moment drawn uniformly from [0.3 s, T], until
+   ``--trials`` runs have been killed. A run that ends before its kill moment is recorded and not counted;
+   when the work dir is complete, the next run is ``arpipe run --from STAGE`` for a random stage, so the
+   kills keep landing in work (a forced recompute must never damage the committed output it replaces);
+3. runs ``arpipe run --json`` in ``killed/`` to the end and compares every stage's key and output digest
+   with the clean run's; prints one JSON line per trial (kill moment, the stages the killed run had
+   finished, what it printed last) and a summary, and exits 1 if any digest differs.
+
+Both work dirs have their own MLflow SQLite store and Prefect home. The config is small (``--set``
+overrides it further) so a run takes tens of seconds on 2 cores; dropout is on and the RNN writes a
+checkpoint every 20 steps, so kills inside training resume from mid-epoch checkpoints with the torch
+RNG state mattering::
+
+    python benchmarks/kill_trials.py --trials 30 --out /tmp/kill-trials
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["tokenizer.vocab_size=512", "ngram.order=3", "rnn.emb_size=32", "rnn.hidden_size=32", "rnn.epochs=1",
+         "rnn.batch_size=16", "rnn.bptt=32", "rnn.dropout=0.1", "rnn.checkpoint_every=20",
+         "rnn.eval_batch_size=16", "evaluate.max_tokens=16"]
+STAGE_ORDER = ("ingest", "tokenizer", "shards", "ngram", "rnn", "evaluate")
+
+
+def _cmd(work: Path, sets: list[str], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "flows.cli", "run", *extra, f"--set=work_dir={work}",
+            f"--set=tracking.uri=sqlite:///{work / 'mlflow.db'}", *(f"--set={s}" for s in sets)]
+
+
+def _env(work: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    return {**env, "PREFECT_HOME": str(work / "prefect"), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def complete_run(work: Path, sets: list[str]) -> tuple[dict, float]:
+    t0 = time.monotonic()
+    p = subprocess.run(_cmd(work, sets, "--json"), cwd=ROOT, env=_env(work), capture_output=True, text=True,
+                       timeout=1800)
+    if p.returncode != 0:
+        sys.exit(f"error: the run in {work} failed (exit {p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
+    return json.loads(p.stdout), time.monotonic() - t0
+
+
+def outputs(summary: dict) -> dict[str, tuple[str, str]]:
+    """stage -> (key, output digest) read from each output's manifest."""
+    out = {}
+    for s in summary["stages"]:
+        manifest = json.loads((Path(s["output_dir"]) / "manifest.json").read_text())
+        out[s["stage"]] = (manifest["key"], manifest["digest"])
+    return out
+
+
+def killed_run(work: Path, sets: list[str], extra: list[str], at: float) -> dict:
+    """Start a run, SIGKILL its process group ``at`` seconds in; what it had done by then."""
+    log = work.parent / "last-run.log"
+    with open(log, "w") as out:
+        p = subprocess.Popen(_cmd(work, sets, *extra), cwd=ROOT, env=_env(work), stdout=out,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            p.wait(timeout=at)
+            killed = False
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            killed = True
+    text = log.read_text(errors="replace").splitlines()
+    done = [line.split()[0] for line in text if line.split()[:1] and line.split()[0] in STAGE_ORDER
+            and len(line.split()) > 1 and line.split()[1] in ("completed", "cached")]
+    return {"killed": killed, "rc": p.returncode, "at_s": round(at, 2), "mode": " ".join(extra) or "run",
+            "stages_done": done, "last_line": text[-1][:160] if text else ""}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--trials", type=int, default=30, help="runs to kill (runs that finish first do not count)")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/arpipe-kill-trials"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override")
+    args = ap.parse_args()
+    sets = [*SMALL, *args.sets]
+    rng = random.Random(args.seed)
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    clean_work, work = args.out / "clean" / "work", args.out / "killed" / "work"
+    clean_work.mkdir(parents=True)
+    work.mkdir(parents=True)
+
+    clean, seconds = complete_run(clean_work, sets)
+    reference = outputs(clean)
+    print(json.dumps({"clean_run_s": round(seconds, 1), "stages": reference}), flush=True)
+
+    kills, trials, complete = 0, [], False
+    while kills < args.trials:
+        extra = ["--from", rng.choice(STAGE_ORDER)] if complete else []
+        trial = killed_run(work, sets, extra, rng.uniform(0.3, seconds))
+        trials.append(trial)
+        kills += trial["killed"]
+        if not trial["killed"]:
+            if trial["rc"] != 0:
+                print(json.dumps({"trial": len(trials), **trial}), flush=True)
+                sys.exit(f"error: an unkilled run failed (exit {trial['rc']}): {trial['last_line']}")
+            complete = True
+        print(json.dumps({"trial": len(trials), "kills": kills, **trial}), flush=True)
+
+    final, _ = complete_run(work, sets)
+    got = outputs(final)
+    differ = sorted(s for s in reference if got.get(s) != reference[s])
+    states = {s["stage"]: s["state"] for s in final["stages"]}
+    print(json.dumps({"kills": kills, "runs": len(trials), "finished_before_kill": len(trials) - kills,
+                      "final_states": states, "stages_compared": sorted(reference), "differ": differ}), flush=True)
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
