@@ -31,7 +31,10 @@ from arcore.errors import InputError
 from arcore.ingest.config import IngestConfig
 from arcore.ingest.dedup import DigestSet
 from arcore.ingest.normalize import Repairs, normalize_text
-from arcore.ingest.readers import InputFile, SkipFile, SkipRecord, read_file, resolve_inputs
+from arcore.ingest.readers import (
+    BinaryFile, InputFile, SkipFile, SkipRecord, not_regular_message, read_file, renamed_message, resolve_inputs,
+    special_kind,
+)
 from arcore.ingest.schema import DOCUMENTS_FILE, REPORT_FILE, SPLITS
 from arcore.ingest.split import hash_split
 from arcore.ingest.writer import DocumentsWriter
@@ -51,6 +54,7 @@ class IngestReport:
     bytes: dict = field(default_factory=lambda: {s: 0 for s in SPLITS})
     repairs: Repairs = field(default_factory=Repairs)
     files_skipped: list = field(default_factory=list)
+    binary_files_skipped: int = 0
     records_skipped: int = 0
     records_skipped_examples: list = field(default_factory=list)
 
@@ -66,6 +70,7 @@ class IngestReport:
         for name, n in other.repairs.as_dict().items():
             setattr(self.repairs, name, getattr(self.repairs, name) + n)
         self.files_skipped.extend(other.files_skipped)
+        self.binary_files_skipped += other.binary_files_skipped
         self.records_skipped += other.records_skipped
         room = MAX_LISTED - len(self.records_skipped_examples)
         self.records_skipped_examples.extend(other.records_skipped_examples[: max(0, room)])
@@ -80,6 +85,7 @@ class IngestReport:
             "empty_documents": self.empty_documents,
             "repairs": self.repairs.as_dict(),
             "files_skipped": list(self.files_skipped),
+            "binary_files_skipped": self.binary_files_skipped,
             "records_skipped": self.records_skipped,
             "records_skipped_examples": list(self.records_skipped_examples),
         }
@@ -107,7 +113,8 @@ def build_ingest(cfg: IngestConfig, out_dir: Path, progress: Progress = None) ->
                 report.merge(part.report)
             else:
                 writer.discard_file()
-                report.files_skipped.append({"path": str(f.path), "reason": part.skipped})
+                report.files_skipped.append({"path": f.name, "reason": renamed_message(part.skipped, str(f.path), f.name)})
+                report.binary_files_skipped += part.binary
             if progress:
                 progress(i + 1, len(files))
     total = sum(report.documents.values())
@@ -115,7 +122,9 @@ def build_ingest(cfg: IngestConfig, out_dir: Path, progress: Progress = None) ->
         raise InputError(
             f"inputs yield no documents ({len(files)} file(s), {report.files_read} read, "
             f"{report.empty_documents} empty, {report.duplicates_dropped} duplicate, "
-            f"{report.records_skipped} bad record(s), {len(report.files_skipped)} file(s) skipped)"
+            f"{report.records_skipped} bad record(s), {len(report.files_skipped)} file(s) skipped"
+            + (f", {report.binary_files_skipped} of them binary" if report.binary_files_skipped else "")
+            + "); nothing textual is left to train on"
         )
     if report.documents["train"] == 0:
         raise InputError(
@@ -130,6 +139,7 @@ def build_ingest(cfg: IngestConfig, out_dir: Path, progress: Progress = None) ->
         empty_documents=float(report.empty_documents),
         repairs=float(report.repairs.total()),
         files_skipped=float(len(report.files_skipped)),
+        binary_files_skipped=float(report.binary_files_skipped),
         records_skipped=float(report.records_skipped),
     )
     return StageOutput(
@@ -145,7 +155,8 @@ class _FilePart:
 
     report: IngestReport = field(default_factory=lambda: IngestReport(files_read=1))
     digests: DigestSet = field(default_factory=DigestSet)  # digests first seen in this file
-    skipped: Optional[str] = None  # why the whole file is left out (on_error=skip, or empty)
+    skipped: Optional[str] = None  # why the whole file is left out (on_error=skip, binary, or empty)
+    binary: bool = False
 
 
 def _ingest_file(f: InputFile, cfg: IngestConfig, seen: DigestSet, writer: DocumentsWriter) -> _FilePart:
@@ -154,15 +165,21 @@ def _ingest_file(f: InputFile, cfg: IngestConfig, seen: DigestSet, writer: Docum
     items = 0
     bad_record: Optional[SkipRecord] = None
     try:
+        kind = special_kind(f.path)  # stat only: a named pipe is never opened
+        if kind is not None:
+            raise SkipFile(not_regular_message(f.path, kind))
         if f.path.stat().st_size == 0:
             part.skipped = "empty file"
             return part
-        for doc in read_file(f.path, cfg, part.report.repairs):
+        for doc in read_file(f.path, cfg, part.report.repairs, source=f.name):
             items += 1
             if isinstance(doc, SkipRecord) and cfg.on_error == "fail":
                 bad_record = bad_record or doc  # raised below, once the file has read to its end
             elif bad_record is None:
                 _admit(doc, f, cfg, part, seen, writer)
+    except BinaryFile as e:  # whatever on_error says: folders hold images and archives beside text
+        part.skipped, part.binary = str(e), True
+        return part
     except SkipFile as e:
         if cfg.on_error == "fail":
             raise InputError(f"{e}; set ingest.on_error=skip to leave such files out") from None
@@ -177,7 +194,7 @@ def _ingest_file(f: InputFile, cfg: IngestConfig, seen: DigestSet, writer: Docum
     if bad_record is not None:
         raise InputError(f"{bad_record}; fix the record or set ingest.on_error=skip")
     if items == 0:
-        part.report.files_skipped.append({"path": str(f.path), "reason": "empty: no documents"})
+        part.report.files_skipped.append({"path": f.name, "reason": "empty: no documents"})
     return part
 
 
@@ -206,18 +223,22 @@ def _admit(doc, f: InputFile, cfg: IngestConfig, part: _FilePart, seen: DigestSe
 
 
 def inputs_digest(cfg: IngestConfig, cache: DigestCache) -> str:
-    """Digest of what ingest reads: each input file's path, assigned split and content.
+    """Digest of what ingest reads: each input file's name, assigned split and content.
 
     Content is hashed (through ``cache``, keyed by size and mtime), so editing a file reruns
-    everything from ingest while touching it without changes does not. An unreadable file gets a
-    marker instead of a digest; the stage itself then reports it under its ``on_error`` policy.
+    everything from ingest while touching it without changes does not. Names are the inputs' paths
+    as spelled (relative to the working directory or the project root for relative inputs), never
+    where the checkout lives: a copy of it elsewhere gets the same digest. An unreadable file or one
+    that is not a regular file gets a marker instead of a digest (a named pipe is never opened); the
+    stage itself then reports it under its ``on_error`` policy.
     """
     parts = []
     for f in input_files(cfg):
         try:
-            content = cache.sha256(f.path)
+            kind = special_kind(f.path)
+            content = f"not-regular:{kind}" if kind is not None else cache.sha256(f.path)
         except OSError as e:
             content = f"unreadable:{e.errno}"
-        parts.append(f"{f.path}\0{f.split}\0{content}")
+        parts.append(f"{f.name}\0{f.split}\0{content}")
     cache.save()
     return digest_strings(parts)

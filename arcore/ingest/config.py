@@ -56,6 +56,14 @@ class IngestConfig(BaseModel):
         16 << 20, ge=1, description="UTF-8 bytes of text per row group of documents.parquet"
     )
 
+    # Bounds the memory every later stage spends on one document (tokenizer training and encoding hold a
+    # document's tokens, offsets and strings at once: a 60 MB line took the shards stage to 10 GB). A
+    # longer document is cut into segments of at most this size (at a newline or space when there is
+    # one), each a document of its own, counted in the report's repairs as ``long_documents_split``.
+    max_document_bytes: int = Field(
+        1 << 20, ge=1024, le=1 << 30, description="UTF-8 bytes of one document; longer ones are cut into segments"
+    )
+
     @model_validator(mode="after")
     def _fractions(self) -> "IngestConfig":
         if self.valid_fraction + self.test_fraction >= 1.0:

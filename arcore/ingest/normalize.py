@@ -8,6 +8,8 @@ ingest report can say exactly how many repairs were made and nothing changes sil
 - newlines: ``\\r\\n`` and lone ``\\r`` become ``\\n`` (``newlines_normalized``)
 - Unicode: NFC composition (``nfc_changed``, counted per document), so "e" + U+0301 and "é" are one
   string and deduplicate together.
+- long documents: one longer than ``ingest.max_document_bytes`` is cut into segments by the readers
+  (``long_documents_split``, counted per document cut)
 
 >>> counts = Repairs()
 >>> normalize_text("\\ufeffcafe\\u0301\\r\\n", counts)
@@ -31,6 +33,7 @@ class Repairs:
     newlines_normalized: int = 0
     nfc_changed: int = 0
     invalid_utf8_replaced: int = 0
+    long_documents_split: int = 0  # documents longer than ingest.max_document_bytes, cut into segments
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -76,7 +76,7 @@ def test_normalization_repairs_are_counted(tmp_path):
     docs, report, _ = run(tmp_path, [f], unit="line")
     assert [d["text"] for d in docs] == ["caf\u00e9 au lait", "naive"]
     assert report["repairs"] == {"bom_removed": 1, "nul_removed": 1, "newlines_normalized": 2,
-                                 "nfc_changed": 1, "invalid_utf8_replaced": 0}
+                                 "nfc_changed": 1, "invalid_utf8_replaced": 0, "long_documents_split": 0}
 
 
 def test_exact_duplicates_dropped_after_normalization(tmp_path):
@@ -139,13 +139,64 @@ def test_empty_files_are_skipped_and_counted(tmp_path):
     assert report["empty_documents"] == 3
 
 
-def test_a_50mb_single_line_is_one_document(tmp_path):
+def test_a_60mb_single_line_is_cut_into_bounded_segments(tmp_path):
+    """Issue 17: one 60 MB line among normal files got the shards stage killed at 10 GB. Ingest now cuts
+    it into segments of at most max_document_bytes (at spaces), reading it in bounded pieces, and counts it."""
+    import resource
+
     f = tmp_path / "long.txt"
-    line = ("abcdefghij" * 5_000_000)
-    f.write_text(line + "\nshort\n")
+    line = "".join(f"w{i:08d} " for i in range(6_000_000))  # 60 MB, one line (distinct words: no duplicates)
+    f.write_text("short before\n" + line + "\nshort after\n")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     docs, report, _ = run(tmp_path, [f], unit="line")
-    assert len(docs) == 2 and len(docs[0]["text"]) == 50_000_000
-    assert report["bytes"]["train"] == 50_000_005
+    sizes = [len(d["text"].encode()) for d in docs]
+    assert docs[0]["text"] == "short before" and docs[-1]["text"] == "short after"
+    assert max(sizes) <= (1 << 20) and len(docs) == 2 + 58  # 60e6 / 2^20 -> 58 segments, each cut at a space
+    assert all(d["text"].endswith(" ") for d in docs[1:-1])
+    assert "".join(d["text"] for d in docs[1:-1]) == line
+    assert report["repairs"]["long_documents_split"] == 1
+    assert {d["source"] for d in docs[1:-1]} == {f"{f}:2"}
+    # the whole line was never one string: peak RSS grew by far less than the 60 MB line (x2 for decoding)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 100_000 or rss_before > 400_000
+
+
+def test_long_documents_of_every_unit_and_format_are_segmented(tmp_path):
+    limit = 4096
+    para = "\n".join(f"line {i} of one long paragraph" for i in range(2000))  # ~60 KB, no blank line
+    (tmp_path / "p.txt").write_text(para + "\n\nshort\n")
+    docs, report, _ = run(tmp_path, [tmp_path / "p.txt"], unit="paragraph", max_document_bytes=limit)
+    assert max(len(d["text"].encode()) for d in docs) <= limit and docs[-1]["text"] == "short"
+    assert "\n".join(d["text"] for d in docs[:-1]) == para  # cut at line boundaries, nothing lost
+    assert report["repairs"]["long_documents_split"] == 1
+    docs, report, _ = run(tmp_path, [tmp_path / "p.txt"], unit="file", max_document_bytes=limit)
+    assert max(len(d["text"].encode()) for d in docs) <= limit and report["repairs"]["long_documents_split"] == 1
+    # a multibyte character is never cut, whatever the cut position
+    rng = __import__("random").Random(0)
+    text = "".join(rng.choice("\u00e9\u4e2d\U0001f600a") for _ in range(10000))  # 1- to 4-byte characters
+    (tmp_path / "u.txt").write_text(text + "\n")
+    docs, _, _ = run(tmp_path, [tmp_path / "u.txt"], unit="line", max_document_bytes=limit)
+    assert "".join(d["text"] for d in docs) == text and max(len(d["text"].encode()) for d in docs) <= limit
+    # JSONL: a record's text is cut; a line beyond 4 x the limit is a bad record naming the file and limit
+    words = "".join(f"word{i} " for i in range(1400))  # distinct segments: duplicates would be dropped
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": words}) + "\n"
+                                      + json.dumps({"text": "x" * (5 * limit)}) + "\n" + '{"text": "ok"}\n')
+    with pytest.raises(InputError, match=r"a.jsonl:2: record longer than 16384 bytes .*ingest.max_document_bytes"):
+        run(tmp_path, [tmp_path / "a.jsonl"], max_document_bytes=limit)
+    docs, report, _ = run(tmp_path, [tmp_path / "a.jsonl"], max_document_bytes=limit, on_error="skip")
+    assert "".join(d["text"] for d in docs[:-1]) == words and docs[-1]["text"] == "ok"
+    assert report["records_skipped"] == 1 and report["repairs"]["long_documents_split"] == 1
+    # Parquet rows too
+    pq.write_table(pa.table({"text": [words, "z"]}), tmp_path / "a.parquet")
+    docs, report, _ = run(tmp_path, [tmp_path / "a.parquet"], max_document_bytes=limit)
+    assert "".join(d["text"] for d in docs[:-1]) == words and report["repairs"]["long_documents_split"] == 1
+
+
+def test_jsonl_with_a_bom_is_a_counted_repair_like_text(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b"\xef\xbb\xbf" + b'{"text": "first"}\n{"text": "second"}\n')
+    (tmp_path / "b.txt").write_bytes("\ufeffthird\n".encode())
+    docs, report, _ = run(tmp_path, [tmp_path / "a.jsonl", tmp_path / "b.txt"], unit="line")
+    assert [d["text"] for d in docs] == ["first", "second", "third"]
+    assert report["repairs"]["bom_removed"] == 2
 
 
 def test_truncated_gzip_fails_or_is_skipped(tmp_path):
@@ -344,3 +395,90 @@ def test_skipped_record_examples_stay_capped_across_files(tmp_path):
 def test_row_group_bytes_is_validated():
     with pytest.raises(ValueError, match="row_group_bytes"):
         IngestConfig(row_group_bytes=0)
+
+
+def _ingest_in_child(tmp_path: Path, inputs: list[str], on_error: str) -> dict:
+    """build_ingest and inputs_digest in a child process: a reader that opened a FIFO would block forever,
+    so the child is given a deadline far beyond the work (it is killed rather than hanging the suite)."""
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from arcore.errors import InputError\n"
+        "from arcore.ingest import IngestConfig, build_ingest, inputs_digest\n"
+        "from arcore.io import DigestCache\n"
+        "out = Path(sys.argv[1]); out.mkdir(exist_ok=True)\n"
+        "cfg = IngestConfig(inputs=json.loads(sys.argv[2]), unit='line', on_error=sys.argv[3],\n"
+        "                   valid_fraction=0, test_fraction=0)\n"
+        "digest = inputs_digest(cfg, DigestCache(out / 'digests.json'))\n"
+        "try:\n"
+        "    build_ingest(cfg, out)\n"
+        "    print(json.dumps({'digest': digest, 'report': json.loads((out / 'report.json').read_text())}))\n"
+        "except InputError as e:\n"
+        "    print(json.dumps({'digest': digest, 'error': str(e)}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = tmp_path / f"out-{on_error}-{len(list(tmp_path.iterdir()))}"
+    p = subprocess.run([sys.executable, "-c", script, str(out), json.dumps(inputs), on_error],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_fifo_and_socket_among_inputs_are_refused_or_skipped_never_opened(tmp_path):
+    """Issue 17: a named pipe in the input folder blocked ingest on open/read forever."""
+    import socket
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("alpha\n")
+    os.mkfifo(src / "pipe.txt")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(src / "sock"))
+    try:
+        failed = _ingest_in_child(tmp_path, [str(src)], "fail")
+        assert "pipe.txt: not a regular file (a named pipe)" in failed["error"]
+        assert "on_error=skip" in failed["error"] and "\n" not in failed["error"]
+        skipped = _ingest_in_child(tmp_path, [str(src)], "skip")
+        reasons = {Path(s["path"]).name: s["reason"] for s in skipped["report"]["files_skipped"]}
+        assert "not a regular file (a named pipe)" in reasons["pipe.txt"]
+        assert "not a regular file (a socket)" in reasons["sock"]
+        assert skipped["report"]["documents"]["train"] == 1
+        named = _ingest_in_child(tmp_path, [str(src / "pipe.txt"), str(src / "a.txt")], "fail")  # named directly
+        assert "pipe.txt: not a regular file (a named pipe)" in named["error"]
+    finally:
+        sock.close()
+
+
+def test_binary_files_in_a_folder_are_skipped_and_counted(tmp_path):
+    """Issue 17: a PNG among text files stopped the run with "invalid UTF-8 at byte offset 0", even with
+    on_error=skip. Binary files are skipped and counted under either policy; text files keep the strict
+    policy for invalid UTF-8 after their first block, and a stray NUL stays a counted repair."""
+    import zlib as _zlib
+
+    src = tmp_path / "src"
+    src.mkdir()
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + _zlib.compress(os.urandom(4000))
+    (src / "image.png").write_bytes(png)
+    (src / "utf16.txt").write_text("hello world\n" * 50, encoding="utf-16")
+    with gzip.open(src / "packed.txt.gz", "wb") as g:
+        g.write(os.urandom(3000))
+    (src / "text.txt").write_text("plain words\n")
+    (src / "stray.txt").write_bytes(b"one stray \x00 NUL in a line of text\n")
+    for policy in ("fail", "skip"):
+        docs, report, result = run(tmp_path, [src], unit="line", on_error=policy)
+        assert sorted(d["text"] for d in docs) == ["one stray  NUL in a line of text", "plain words"]
+        assert report["binary_files_skipped"] == 3 and result.metrics["binary_files_skipped"] == 3.0
+        reasons = {Path(s["path"]).name: s["reason"] for s in report["files_skipped"]}
+        assert set(reasons) == {"image.png", "utf16.txt", "packed.txt.gz"}
+        assert all("binary:" in r for r in reasons.values()) and "first NUL at byte 8" in reasons["image.png"]
+        assert report["repairs"]["nul_removed"] == 1
+    (src / "text.txt").unlink()
+    (src / "stray.txt").unlink()
+    with pytest.raises(InputError, match=r"inputs yield no documents .*3 file\(s\) skipped, 3 of them binary\); "
+                                         r"nothing textual is left"):
+        run(tmp_path, [src], unit="line")
+    # invalid UTF-8 inside a text file keeps the strict policy (and its byte offset) past the first block
+    late = tmp_path / "late.txt"
+    late.write_bytes(b"x" * 9000 + b"\n\xff\n")
+    with pytest.raises(InputError, match=r"late.txt:2: invalid UTF-8 at byte offset 9001"):
+        run(tmp_path, [late], unit="line")
