@@ -8,6 +8,11 @@ deterministic sample of whole documents (``arcore.heldout``) that every model sc
 - ``comparison.table.json`` / ``comparison.md``: the test split ranked by bits per byte
 - ``bits_per_byte.png``: the bar chart of that ranking
 - ``samples.json`` / ``samples.md``: for each model, one continuation per decoding strategy
+- ``mixtures.json``: each mixture fit here (``evaluate.mixtures``: linear interpolations of the loaded models,
+  weights by EM on the valid split, ``arcore.mixture``), its parts, weights and valid figures, and the best
+  one by valid bits per byte; the mixtures are scored, ranked, charted and sampled beside their parts.
+  Their valid figures are on the text their weights were fit on (K - 1 free numbers, so barely optimistic);
+  the test figures are clean.
 Metrics: ``<model>.<split>.<figure>`` for bits per byte, perplexity per token and per word, OOV rate, and
 per split ``<split>_tokens_evaluated`` beside ``<split>_tokens_total`` (equal unless a sample was scored,
 which ``comparison.md`` then says).
@@ -23,13 +28,15 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from arcore.decode import DecodeConfig
-from arcore.evaluate import compare_models, evaluate_model, evaluate_stream, plot_bits_per_byte, split_counts
+from arcore.evaluate import (DEFAULT_CHUNK_TOKENS, compare_models, document_chunks, evaluate_model, evaluate_stream,
+                             plot_bits_per_byte, split_counts)
 from arcore.generate import generate_text
 from arcore.io import atomic_write_json, atomic_write_text
 from arcore.lm import LanguageModel
+from arcore.mixture import MixtureModel, fit_mixture, mixture_loglik, mixture_name
 from arcore.shards.reader import iter_shard_ids, split_stats
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.store import LoadedTokenizer
@@ -60,6 +67,24 @@ class EvaluateConfig(BaseModel):
     beam_width: int = Field(4, ge=1, le=64)
     length_penalty: float = Field(0.6, ge=0.0)
     seed: int = 0
+    mixtures: list[list[str]] = Field(
+        default_factory=lambda: [["rnn", "ngram-kneser-ney"], ["rnn", "infinigram"],
+                                 ["rnn", "ngram-kneser-ney", "infinigram"]],
+        description="model names to interpolate (each mixture at least two); a mixture is fit when all its "
+                    "parts were loaded")
+    mixture_fit_tokens: Optional[int] = Field(
+        1_000_000, ge=0, description="fit mixture weights on a deterministic sample of whole valid documents "
+                                     "of at most this many tokens (None or 0: the whole valid split)")
+
+    @field_validator("mixtures")
+    @classmethod
+    def _mixtures(cls, value: list[list[str]]) -> list[list[str]]:
+        for parts in value:
+            if len(parts) < 2 or len(set(parts)) != len(parts):
+                raise ValueError(f"a mixture needs at least two different models, got {parts}")
+            if any(p.startswith("mixture") for p in parts):
+                raise ValueError(f"a mixture's parts are models, not mixtures: {parts}")
+        return value
 
     def decode_config(self, strategy: str) -> DecodeConfig:
         return DecodeConfig(
@@ -129,16 +154,64 @@ def sample_texts(models: Mapping[str, LanguageModel], tok: LoadedTokenizer, cfg:
     }
 
 
+def score_tokens(model: LanguageModel, ids) -> "np.ndarray":
+    """``model.score`` of whole documents, in the evaluate chunks (bounded memory for neural models)."""
+    import numpy as np
+
+    ids = np.asarray(ids)
+    return np.concatenate([np.asarray(model.score(ids[a:b].astype(np.int64)), dtype=np.float64)
+                           for a, b in document_chunks(ids, model.eos_id, DEFAULT_CHUNK_TOKENS)])
+
+
+def fit_mixtures(cfg: EvaluateConfig, tok: LoadedTokenizer, shards_dir: Path,
+                 models: Mapping[str, LanguageModel]) -> dict[str, MixtureModel]:
+    """Each ``cfg.mixtures`` entry whose parts are all in ``models``, weights by EM on the valid split (or its
+    ``mixture_fit_tokens`` sample); each part scores the valid text once, whatever the mixtures sharing it."""
+    import numpy as np
+
+    from arcore.heldout import sample_documents
+
+    wanted = [parts for parts in cfg.mixtures if all(p in models for p in parts)]
+    stats = split_stats(shards_dir, "valid")
+    if not wanted or stats.tokens == 0:
+        return {}
+    budget = cfg.mixture_fit_tokens or stats.tokens
+    ids = sample_documents(shards_dir, "valid", budget, tok.sha256).ids
+    logprobs = {p: score_tokens(models[p], ids) for p in dict.fromkeys(p for parts in wanted for p in parts)}
+    mixtures = {}
+    for parts in wanted:
+        mixtures[mixture_name(parts)] = fit_mixture({p: models[p] for p in parts}, ids,
+                                                     {p: logprobs[p] for p in parts})
+    return mixtures
+
+
+def mixtures_report(mixtures: Mapping[str, MixtureModel], results: Mapping[str, Mapping[str, dict]]) -> dict:
+    """What ``mixtures.json`` holds: parts, weights and figures per mixture, and the best by valid bpb."""
+    entries = {}
+    for name, m in mixtures.items():
+        entries[name] = {"parts": list(m.names), "weights": [float(w) for w in m.weights],
+                         "figures": {split: {k: results[name][split][k] for k in LOGGED_FIGURES}
+                                     for split in results.get(name, {})}}
+    ranked = sorted(entries, key=lambda n: entries[n]["figures"].get("valid", next(iter(
+        entries[n]["figures"].values()), {})).get("bits_per_byte", math.inf))
+    return {"mixtures": entries, "best": ranked[0] if ranked else None}
+
+
 def build_evaluation(cfg: EvaluateConfig, tok: LoadedTokenizer, shards_dir: Path,
                      models: Mapping[str, LanguageModel], out_dir: Path, progress: Progress = None) -> StageOutput:
+    mixtures = fit_mixtures(cfg, tok, shards_dir, models)
+    models = {**models, **mixtures}
     scores = score_splits(models, tok, shards_dir, cfg.splits, cfg.max_score_tokens, progress)
     results = scores.results
     atomic_write_json(out_dir / "evaluation.json", results)
+    report = mixtures_report(mixtures, results)
+    atomic_write_json(out_dir / "mixtures.json", report)
     ranked_split = "test" if "test" in cfg.splits else cfg.splits[0]
     per_model = {name: by_split[ranked_split] for name, by_split in results.items()}
     rows = compare_models(per_model)
     atomic_write_json(out_dir / "comparison.table.json", rows)
-    atomic_write_text(out_dir / "comparison.md", comparison_markdown(rows, ranked_split, scores.coverage[ranked_split]))
+    atomic_write_text(out_dir / "comparison.md", comparison_markdown(rows, ranked_split, scores.coverage[ranked_split])
+                      + mixtures_markdown(report))
     plot_bits_per_byte(per_model, out_dir / "bits_per_byte.png",
                        title=f"Bits per byte on {ranked_split} (lower is better)")
     samples = sample_texts(models, tok, cfg)
@@ -155,7 +228,7 @@ def build_evaluation(cfg: EvaluateConfig, tok: LoadedTokenizer, shards_dir: Path
     return StageOutput(
         metrics=metrics, records={"models": len(models)},
         artifacts=("evaluation.json", "comparison.table.json", "comparison.md", "bits_per_byte.png",
-                   "samples.json", "samples.md"),
+                   "samples.json", "samples.md", "mixtures.json"),
     )
 
 
@@ -169,6 +242,16 @@ def comparison_markdown(rows: list[dict], split: str, coverage: Optional[Coverag
     for r in rows:
         lines.append(f"| {r['rank']} | {r['model']} | {r['bits_per_byte']:.4f} | {r['perplexity_per_word']:.2f} "
                      f"| {r['perplexity_per_token']:.2f} | {r['oov_rate']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def mixtures_markdown(report: Mapping) -> str:
+    if not report["mixtures"]:
+        return ""
+    lines = ["", "Mixtures (weights by EM on the valid split):", ""]
+    for name, entry in report["mixtures"].items():
+        weights = ", ".join(f"{p} {w:.3f}" for p, w in zip(entry["parts"], entry["weights"]))
+        lines.append(f"- {name}: {weights}" + (" (best on valid)" if name == report["best"] else ""))
     return "\n".join(lines) + "\n"
 
 

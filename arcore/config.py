@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from arcore.errors import ConfigError
 from arcore.compare import EvaluateConfig
+from arcore.infinigram.config import InfiniGramConfig
 from arcore.ingest.config import IngestConfig
 from arcore.ngram.fit import NGramConfig
 from arcore.promotion import RegistryConfig
@@ -29,7 +30,7 @@ from arcore.shards.config import ShardsConfig
 from arcore.tokenize.config import TokenizerConfig
 from arcore.transformer.config import TransformerConfig
 
-ModelStage = Literal["ngram", "rnn", "transformer"]
+ModelStage = Literal["ngram", "rnn", "transformer", "infinigram"]
 
 
 class TrackingConfig(BaseModel):
@@ -78,7 +79,7 @@ class PipelineConfig(BaseModel):
 
     work_dir: str = Field("work", description="stage outputs and Prefect's home; relative to the cwd")
     models: list[ModelStage] = Field(
-        default_factory=lambda: ["ngram", "rnn"], min_length=1,
+        default_factory=lambda: ["ngram", "rnn", "infinigram"], min_length=1,
         description="model stages to run; the transformer is opt-in (configs/transformer.toml)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     runner: str = Field("local", description="where map steps run: local, dask (a local cluster), "
@@ -90,6 +91,7 @@ class PipelineConfig(BaseModel):
     ngram: NGramConfig = Field(default_factory=NGramConfig)
     rnn: RNNConfig = Field(default_factory=RNNConfig)
     transformer: TransformerConfig = Field(default_factory=TransformerConfig)
+    infinigram: InfiniGramConfig = Field(default_factory=InfiniGramConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 

@@ -122,8 +122,8 @@ class MixtureModel:
 
 
 def mixture_name(parts: Sequence[str]) -> str:
-    """``mixture_name(["rnn", "ngram-kneser-ney"]) -> "mixture-rnn+ngram-kneser-ney"``."""
-    return "mixture-" + "+".join(parts)
+    """``mixture_name(["rnn", "ngram-kneser-ney"]) -> "mixture-rnn_ngram-kneser-ney"``."""
+    return "mixture-" + "_".join(parts)  # MLflow metric names allow no "+"
 
 
 def fit_mixture(parts: dict[str, LanguageModel], heldout_ids: np.ndarray,

@@ -36,7 +36,7 @@ class RegistryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
-    families: list[str] = Field(default_factory=lambda: ["ngram", "rnn", "transformer"])
+    families: list[str] = Field(default_factory=lambda: ["ngram", "rnn", "transformer", "infinigram", "mixture"])
     prefix: str = Field("arpipe-", description="registered model name = prefix + family")
     margin: float = Field(0.0, ge=0.0, description="bits per byte the candidate must gain to be promoted")
     gate: Optional[float] = Field(None, ge=0.0, description="bits per byte of regression that fails the run")

@@ -15,14 +15,16 @@ import typer
 from arcore.errors import ArpipeError
 
 ModelOpt = typer.Option("ngram", "--model", "-m",
-                        help="histogram | ngram | ngram-<smoothing> | rnn | transformer | an MLflow model URI")
+                        help="histogram | ngram | ngram-<smoothing> | rnn | transformer | infinigram | mixture | "
+                             "mixture-<model>_<model> | an MLflow model URI")
 
 
 def _pipeline_outputs(config: Optional[Path], sets: list[str]) -> dict[str, Path]:
     from arcore.runs import latest_outputs
     from flows.cli import prepare
 
-    return latest_outputs(prepare(config, sets).work_dir, ("tokenizer", "ngram", "rnn", "transformer"))
+    return latest_outputs(prepare(config, sets).work_dir, ("tokenizer", "ngram", "rnn", "transformer", "infinigram",
+                                                              "evaluate"))
 
 
 def _load(model: str, config: Optional[Path], sets: list[str]):

@@ -26,7 +26,7 @@ from prefect.runtime import flow_run
 
 from arcore.config import PipelineConfig
 from arcore.errors import ConfigError, GateFailed
-from arcore.generate import export_bundle
+from arcore.generate import export_bundle, exportable
 from arcore.runs import record_run
 from arcore.stage import config_differences, require_latest
 from flows.logs import quiet_user_errors
@@ -123,7 +123,11 @@ def _log_generators(tracker: Tracker, run_id: str, names: tuple[str, ...], upstr
                     result: StageResult) -> None:
     with tempfile.TemporaryDirectory(prefix="arpipe-bundle-") as tmp:
         for name in names:
-            bundle = export_bundle(name, Path(upstream["tokenizer"].path), {result.stage: Path(result.output_dir)},
+            # upstream outputs too: a mixture (exported by evaluate) ships its parts' files
+            dirs = {**{u: Path(ref.path) for u, ref in upstream.items()}, result.stage: Path(result.output_dir)}
+            if not exportable(name, dirs):
+                continue  # e.g. no mixture: its parts did not run
+            bundle = export_bundle(name, Path(upstream["tokenizer"].path), dirs,
                                    Path(tmp) / name / "bundle")  # pyfunc keeps the basename: artifacts/bundle
             tracker.log_generator(run_id, name, bundle)
 

@@ -17,6 +17,7 @@ from arcore.provenance import code_digest
 from arcore.stage import StageDir, stage_key
 from tasks.contract import StageContext, StageRef
 from tasks.evaluate import evaluate
+from tasks.infinigram import infinigram
 from tasks.ingest import ingest
 from tasks.ngram import ngram
 from tasks.rnn import rnn
@@ -52,7 +53,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("ngram", ngram, upstream=("tokenizer", "shards"), exports=("histogram", "ngram"), model=True),
     Stage("rnn", rnn, upstream=("tokenizer", "shards"), exports=("rnn",), model=True),
     Stage("transformer", transformer, upstream=("tokenizer", "shards"), exports=("transformer",), model=True),
-    Stage("evaluate", evaluate, upstream=("tokenizer", "shards", "ngram", "rnn", "transformer")),
+    Stage("infinigram", infinigram, upstream=("tokenizer", "shards"), exports=("infinigram",), model=True),
+    # exports the best mixture of the models it read (its parts' files travel in the bundle)
+    Stage("evaluate", evaluate, upstream=("tokenizer", "shards", "ngram", "rnn", "transformer", "infinigram"),
+          exports=("mixture",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from arcore.generate import load_bundle, score_text
+from arcore.generate import FAMILY_STAGE, load_bundle, score_text
 from arcore.promotion import RegistryConfig, decide
 from arcore.tokenize.corpus import iter_texts
 from tasks.tracking import Tracker
@@ -32,7 +32,7 @@ def register(cfg: RegistryConfig, tracker: Tracker, pipeline_run_id: str, stages
     by_stage = {s["stage"]: s for s in stages}
     decisions = []
     for family in cfg.families:
-        stage = by_stage.get(family)
+        stage = by_stage.get(FAMILY_STAGE.get(family, family))  # mixtures are exported by evaluate
         if stage is None or stage["state"] != "completed":
             continue  # not trained in this run: its model is already registered
         name, run_id = f"{cfg.prefix}{family}", stage["mlflow_run_id"]
