@@ -60,6 +60,21 @@ def prepare(config: Optional[Path], sets: list[str], runner: Optional[str] = Non
     return cfg
 
 
+def check_inputs(cfg: PipelineConfig) -> None:
+    """The preflight (``arcore.preflight``): inputs that cannot make a run are refused here, in seconds,
+    before the Prefect API starts; warnings (skipped special files) go to stderr."""
+    from arcore.preflight import preflight
+
+    try:
+        warnings = preflight(cfg)
+    except ConfigError as e:
+        raise fail(str(e), 2)
+    except ArpipeError as e:
+        raise fail(str(e), 1)
+    for line in warnings:
+        typer.echo(f"warning: {line}", err=True)
+
+
 def execute(cfg: PipelineConfig, json_out: bool, **mode) -> None:
     if not json_out and sys.stderr.isatty():
         os.environ["ARPIPE_PROGRESS"] = "1"
@@ -104,6 +119,7 @@ def run(
     """Run the whole pipeline, reusing every stage whose output for this config exists."""
     cfg = prepare(config, set_, runner)
     _check_stage(from_)
+    check_inputs(cfg)
     execute(cfg, json_out, rerun_from=from_)
 
 
@@ -116,6 +132,8 @@ def stage(
     """Recompute exactly one stage (ignoring its cache) on the latest upstream outputs."""
     cfg = prepare(config, set_, runner)
     _check_stage(name)
+    if name == "ingest":  # the other stages read their upstream outputs, not the inputs
+        check_inputs(cfg)
     execute(cfg, json_out, only=name)
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # never be smaller than the bytes plus the special tokens.
 BYTE_ALPHABET_SIZE = 256
 SPECIAL_ROLES = ("bos", "eos", "unk", "pad")
+MAX_VOCAB_SIZE = 1 << 24
 
 TokenizerKind = Literal["bpe", "wordpiece", "unigram", "char", "word"]
 Normalization = Literal["none", "nfc", "nfkc", "lowercase", "nfkc_lowercase"]
@@ -52,7 +53,10 @@ class TokenizerConfig(BaseModel):
 
     kind: TokenizerKind = "bpe"
     # Small on purpose: the default pipeline trains on Tiny Shakespeare (1.1 MB) in seconds on 2 cores.
-    vocab_size: int = Field(default=4096, ge=len(SPECIAL_ROLES) + 1, le=2**32)
+    # 2^24 is far above any vocabulary a corpus reaches (the largest in use are ~2^18) and keeps the
+    # trainers' up-front allocations bounded: HF reserves vocab_size entries, and 2^32 aborted the Rust
+    # side allocating 283 GB. Reachability on the actual train split is checked by arcore.preflight.
+    vocab_size: int = Field(default=4096, ge=len(SPECIAL_ROLES) + 1, le=MAX_VOCAB_SIZE)
     min_frequency: int = Field(default=2, ge=1)
     normalization: Normalization = "none"
     sample_bytes: int = Field(default=128 << 20, ge=1)
