@@ -2,7 +2,7 @@
 
 In: a work dir (``<work_dir>/<stage>/<key>/`` outputs, ``<work_dir>/runs/*.json`` run records written by
 ``arcore.runs.record_run``) and optionally Prefect's result storage folder (files named
-``arpipe-<stage>-<key>-<digest16>``, see ``tasks.contract.stage_cache_key``).
+``arpipe-<stage>-<key>-<digest16>``: arpipe persists none since issue 17, older versions did).
 Out: ``plan_gc`` returns a ``GcPlan`` (what would be removed, bytes freed, what is kept and why) without
 touching anything; ``apply_gc`` carries it out and returns a ``GcReport``.
 

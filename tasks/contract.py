@@ -1,9 +1,14 @@
-"""The stage contract as Prefect sees it: context in, result out, cache keyed on digests.
+"""The stage contract as Prefect sees it: context in, result out; the manifest, not Prefect, is the cache.
 
 The flow computes each stage's key (``arcore.stage.stage_key``) and hands the task a ``StageContext``.
-Prefect's cache key is ``stage-key-outputdigest`` when that output is complete on disk, and no key
-otherwise, so Prefect never returns a result whose files are gone; the task body checks the manifest too
-(``run_stage``), so a missing Prefect record costs a manifest read, not a recompute.
+The task body reuses the output when its manifest for that key is complete (``run_stage``): the manifest
+is the record of a stage's result, and nothing else is.
+
+Prefect persists no stage result and caches none (``stage_task``): its result files are read back with
+the serializer the *file* names, cloudpickle included, so a crafted file under ``$PREFECT_HOME/storage``
+would run code on the next run (issue 17), and they held absolute paths, so a moved work dir broke. The
+Prefect UI shows a reused stage as Completed; the run summary and the MLflow child run (``cached=true``)
+say it was cached.
 """
 
 from __future__ import annotations
@@ -63,14 +68,18 @@ class StageResult(BaseModel):
         return StageRef(stage=self.stage, key=self.key, path=self.output_dir, digest=self.digest)
 
 
-def stage_cache_key(_context, parameters: dict[str, Any]) -> Optional[str]:
-    ctx: StageContext = parameters["ctx"]
-    if ctx.force:
-        return None
-    manifest = ctx.dir.manifest()
-    if manifest is None:
-        return None
-    return f"arpipe-{ctx.stage}-{ctx.key}-{manifest.digest[:16]}"
+def stage_task(name: str):
+    """The Prefect ``@task`` of a stage: no persisted result and no Prefect cache (see the module docstring)."""
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+
+    return task(name=name, cache_policy=NO_CACHE, persist_result=False)
+
+
+def stage_cache_key(_context, parameters: dict[str, Any]) -> None:
+    """No cache key, ever: a task still declared with ``cache_key_fn=stage_cache_key`` makes Prefect look
+    up no stored result (which it would unpickle). Use ``stage_task`` instead."""
+    return None
 
 
 def run_stage(

@@ -6,16 +6,15 @@ from ``comparison.table.json`` through the tracking module.
 
 import json
 
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from arcore.compare import EvaluateConfig, build_evaluation
 from arcore.generate import load_models
 from arcore.tokenize.store import load_tokenizer
-from tasks.contract import StageContext, StageResult, run_stage, stage_cache_key
+from tasks.contract import StageContext, StageResult, run_stage, stage_task
 
 
-@task(name="evaluate", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task("evaluate")
 def evaluate(ctx: StageContext) -> StageResult:
     cfg = EvaluateConfig.model_validate(ctx.config)
     tok = load_tokenizer(ctx.upstream_path("tokenizer"))

@@ -5,15 +5,13 @@ sorted and counted by a Dask worker (``tasks/fanout.py``) and the results append
 tables and models are identical to a local run.
 """
 
-from prefect import task
-
 from arcore.ngram.fit import NGramConfig
 from arcore.ngram.stage import build_ngram
-from tasks.contract import StageContext, StageResult, run_stage, stage_cache_key
+from tasks.contract import StageContext, StageResult, run_stage, stage_task
 from tasks.fanout import mapper_for
 
 
-@task(name="ngram", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task("ngram")
 def ngram(ctx: StageContext) -> StageResult:
     cfg = NGramConfig.model_validate(ctx.config)
     tokenizer_dir, shards_dir = ctx.upstream_path("tokenizer"), ctx.upstream_path("shards")

@@ -6,13 +6,11 @@ stage's MLflow run as they happen (buffered), so a long training shows progress 
 
 from functools import partial
 
-from prefect import task
-
 from arcore.rnn.config import RNNConfig
 from arcore.rnn.stage import build_rnn
-from tasks.contract import StageContext, StageResult, run_training_stage, stage_cache_key
+from tasks.contract import StageContext, StageResult, run_training_stage, stage_task
 
 
-@task(name="rnn", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task("rnn")
 def rnn(ctx: StageContext) -> StageResult:
     return run_training_stage(ctx, partial(build_rnn, RNNConfig.model_validate(ctx.config)))

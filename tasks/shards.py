@@ -5,15 +5,13 @@ missing from the split's manifest. With ``--runner dask`` each batch is encoded 
 (``tasks/fanout.py``); the shards are byte-identical either way.
 """
 
-from prefect import task
-
 from arcore.shards import ShardsConfig
 from arcore.shards.build import build_shards
-from tasks.contract import StageContext, StageResult, run_stage, stage_cache_key
+from tasks.contract import StageContext, StageResult, run_stage, stage_task
 from tasks.fanout import mapper_for
 
 
-@task(name="shards", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task("shards")
 def shards(ctx: StageContext) -> StageResult:
     cfg = ShardsConfig.model_validate(ctx.config)
     ingest_dir, tokenizer_dir = ctx.upstream_path("ingest"), ctx.upstream_path("tokenizer")

@@ -1,13 +1,11 @@
 """tokenizer: documents (train split) -> tokenizer.json + preview (arcore.tokenize.build_tokenizer)."""
 
-from prefect import task
-
 from arcore.tokenize import TokenizerConfig
 from arcore.tokenize.build import build_tokenizer
-from tasks.contract import StageContext, StageResult, run_stage, stage_cache_key
+from tasks.contract import StageContext, StageResult, run_stage, stage_task
 
 
-@task(name="tokenizer", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task("tokenizer")
 def tokenizer(ctx: StageContext) -> StageResult:
     cfg = TokenizerConfig.model_validate(ctx.config)
     ingest_dir = ctx.upstream_path("ingest")

@@ -6,13 +6,11 @@ config lists it (``configs/transformer.toml``).
 
 from functools import partial
 
-from prefect import task
-
 from arcore.transformer.config import TransformerConfig
 from arcore.transformer.stage import build_transformer
-from tasks.contract import StageContext, StageResult, run_training_stage, stage_cache_key
+from tasks.contract import StageContext, StageResult, run_training_stage, stage_task
 
 
-@task(name="transformer", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task("transformer")
 def transformer(ctx: StageContext) -> StageResult:
     return run_training_stage(ctx, partial(build_transformer, TransformerConfig.model_validate(ctx.config)))

@@ -3,8 +3,8 @@
 Runs (same corpus):  A = order 3;  B = A with tokenizer.vocab_size=300;  C = A with ngram.order=2.
 C reuses A's ingest, tokenizer and shards; B's tokenizer and shards remain each stage's LATEST (B
 committed them after A), so they are kept too, with ingest as their upstream. A's and B's ngram and
-evaluate outputs, and their Prefect results, are removed. (A runs twice: Prefect persists a stage's
-result under its cache key only once the output exists, i.e. from its first cached use on.)
+evaluate outputs are removed, and so are the Prefect result files an older arpipe left for them (runs
+persist none now, issue 17: the files are planted here as such a version wrote them).
 """
 
 from __future__ import annotations
@@ -33,21 +33,27 @@ def results_of(storage: Path, out: Path) -> list[Path]:
     return list(storage.glob(f"arpipe-{out.parent.name}-{out.name}-*"))
 
 
+def plant_result(storage: Path, out: Path) -> None:
+    """A result file as arpipe <= issue 16 persisted it: ``arpipe-<stage>-<key>-<digest16>``."""
+    digest = json.loads((out / "manifest.json").read_text())["digest"]
+    storage.mkdir(parents=True, exist_ok=True)
+    (storage / f"arpipe-{out.parent.name}-{out.name}-{digest[:16]}").write_text("{}")
+
+
 def test_gc_keeps_last_run_and_latest(prefect_harness, tmp_path, mlflow_uri):
     corpus = write_corpus(tmp_path / "corpus" / "a.txt", n_paragraphs=150)
     base = [f"work_dir={tmp_path / 'work'}", f"tracking.uri={mlflow_uri}", f"ingest.inputs=[{corpus}]",
             "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1", "ngram.order=3"]
     a = outputs(pipeline(config=load_config(overrides=base)))
-    # Prefect persists a stage's result under the stage's cache key once that output exists, i.e. on
-    # its first cached use: run A twice so A's n-gram output has a Prefect result for gc to remove
     assert outputs(pipeline(config=load_config(overrides=base))) == a
     b = outputs(pipeline(config=load_config(overrides=[*base, "tokenizer.vocab_size=300"])))
     cfg_c = load_config(overrides=[*base, "ngram.order=2"])
     c = outputs(pipeline(config=cfg_c))
     assert c["tokenizer"] == a["tokenizer"] != b["tokenizer"] and c["ngram"] != a["ngram"]
     storage = prefect_result_storage()
-    assert results_of(storage, a["ngram"]) and results_of(storage, a["evaluate"])
-    assert results_of(storage, c["tokenizer"])
+    assert not any(results_of(storage, out) for run in (a, b, c) for out in run.values())  # none persisted
+    for out in (a["ngram"], a["evaluate"], c["tokenizer"], c["shards"]):
+        plant_result(storage, out)
 
     app = typer.Typer()
     app.command("gc")(gc_command)
@@ -73,7 +79,7 @@ def test_gc_keeps_last_run_and_latest(prefect_harness, tmp_path, mlflow_uri):
     again = pipeline(config=cfg_c)
     assert {s["stage"]: s["state"] for s in again["stages"]} == {n: "cached" for n in DEFAULT_STAGES}
     assert outputs(again) == c
-    assert results_of(storage, c["ngram"])  # its first cached use persisted it
+    assert not results_of(storage, c["ngram"])  # a cached use persists nothing either
 
     bad = CliRunner().invoke(app, ["gc", "--keep", "0", *sets])
     assert bad.exit_code == 2 and "error: gc --keep 0: keep at least 1 run" in bad.output
