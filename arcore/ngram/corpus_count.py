@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 
 from arcore.errors import InputError, StageError
 from arcore.io import atomic_write_bytes
-from arcore.ngram.counts import document_starts, with_bos
+from arcore.ngram.counts import document_starts, insert_bos
 from arcore.ngram.diskarray import NpyAppender, NpyFile, release_memory, write_npy
 from arcore.parallel import OptionalMapper
 
@@ -104,7 +104,7 @@ class CountTables:
 
 def windows(ids: np.ndarray, order: int, bos_id: int, eos_id: int, dtype) -> np.ndarray:
     """``(len(ext), N)`` windows of a chunk of whole documents (see the module docstring), padded with ``<s>``."""
-    ext, _ = with_bos(ids, bos_id, eos_id)
+    ext = insert_bos(ids, bos_id, eos_id)
     padded = np.concatenate([ext, np.full(order - 1, bos_id, dtype=np.int64)]).astype(dtype)
     view = np.lib.stride_tricks.sliding_window_view(padded, order)
     return np.ascontiguousarray(view[: ext.size])
@@ -225,7 +225,7 @@ def _second_token_counts(stream: "Stream", eos_id: int, bos_id: int, piece: int,
     """For each token in ``heavy``: the distinct tokens that follow it in a window, with their counts."""
     keys, counts = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     for arr in _pieces(stream, eos_id, piece):
-        ext, _ = with_bos(np.asarray(arr, dtype=np.int64), bos_id, eos_id)
+        ext = insert_bos(arr, bos_id, eos_id)
         nxt = np.append(ext[1:], bos_id)
         at = np.isin(ext, heavy)
         k, c = np.unique(ext[at] * vocab + nxt[at], return_counts=True)
@@ -279,7 +279,7 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
         arr = np.asarray(arr, dtype=np.int64)
         if arr.min() < 0 or arr.max() >= V:
             raise InputError(f"token ids must lie in [0, {V}); got [{arr.min()}, {arr.max()}]")
-        ext, _ = with_bos(arr, bos_id, eos_id)
+        ext = insert_bos(arr, bos_id, eos_id)
         unigrams += np.bincount(ext, minlength=V)
         tokens += arr.size
     write_npy(out_dir / "order1.counts.npy", unigrams)
