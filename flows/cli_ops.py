@@ -30,9 +30,10 @@ def serve_command(
     runner: Optional[str] = typer.Option(None, "--runner", help="local, dask or dask://HOST:PORT (see arpipe run)"),
 ) -> None:
     """Serve the pipeline on a cron schedule against the Prefect server in PREFECT_API_URL (blocks)."""
-    from flows.cli import fail, prepare
+    from flows.cli import check_inputs, fail, prepare
 
     cfg = prepare(config, set_, runner)
+    check_inputs(cfg)  # each scheduled run re-reads the inputs; what cannot work is refused once, up front
     from flows.ops import serve_pipeline, validate_cron
 
     try:

@@ -70,3 +70,8 @@ def test_unreachable_vocab_size_and_nonexistent_input(tmp_path):
     refused(arpipe(tmp_path, "run", "--set=tokenizer.vocab_size=4294967296"), tmp_path, 2,
             "invalid config: tokenizer.vocab_size = 4294967296: Input should be less than or equal to 16777216")
     refused(arpipe(tmp_path, "run", "--set=ingest.inputs=[nope/]"), tmp_path, 1, "input not found: 'nope/'")
+
+
+def test_serve_refuses_inputs_up_front(tmp_path):
+    refused(arpipe(tmp_path, "serve", "--cron", "0 3 * * *", "--set=ingest.inputs=[nope.txt]"), tmp_path, 1,
+            "input not found: 'nope.txt'")
