@@ -193,15 +193,14 @@ def _check_splits(cfg: PipelineConfig, survey: Survey, needs: _Needs) -> None:
         raise InputError(f"the inputs yield no documents: {survey.files} file(s), {len(survey.files_skipped)} "
                          f"skipped{': ' + why + more if why else ', the rest empty or duplicates'}; "
                          "point ingest.inputs at text")
-    total = f"the inputs give {sum(survey.documents.values())} document(s) after dedup"
+    docs, size = sum(survey.documents.values()), sum(survey.bytes.values())
+    total = f"the inputs give {docs} document(s) ({size} bytes) after dedup, {survey.documents['train']} in train"
     for split in needs.splits:
         if survey.documents[split] == 0:
             fix = ("add text or another input" if split == "train" else
-                   f"add documents (the split is a hash of each document: with ingest.{split}_fraction="
-                   f"{getattr(cfg.ingest, f'{split}_fraction')} a corpus needs many) or assign an input to "
-                   f"split {split!r}")
-            raise InputError(f"the {split} split would be empty ({total}, {survey.describe('train')} in train), "
-                             f"but {_reader(split)} reads it; {fix}")
+                   f"add documents (each goes to {split} with probability ingest.{split}_fraction="
+                   f"{getattr(cfg.ingest, f'{split}_fraction')}) or assign an input to split {split!r}")
+            raise InputError(f"the {split} split would be empty: {total}; {_reader(split)} reads it; {fix}")
     for split, (need, setting) in needs.tokens.items():
         bound = survey.token_bound(split)
         if bound < need:

@@ -32,8 +32,9 @@ def test_default_config_passes_reading_only_the_start_of_the_sample():
 def test_three_words_and_a_single_document_are_refused(tmp_path):
     three = tmp_path / "three.txt"
     three.write_text("three words here\n")
-    with pytest.raises(InputError, match=r"^the valid split would be empty \(the inputs give 1 document\(s\) "
-                                         r"after dedup.*ingest.valid_fraction=0.05.*assign an input to split 'valid'"):
+    with pytest.raises(InputError, match=r"^the valid split would be empty: the inputs give 1 document\(s\) \(16 bytes\) "
+                                         r"after dedup, 1 in train; .*ingest.valid_fraction=0.05\) or assign an input "
+                                         r"to split 'valid'$"):
         preflight(cfg_for([three]))
     one = tmp_path / "one.txt"
     one.write_text(" ".join(f"w{i}" for i in range(5000)) + "\n")  # plenty of text, one document

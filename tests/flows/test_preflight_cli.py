@@ -52,7 +52,7 @@ def test_three_words_or_one_document(tmp_path, text):
     corpus = tmp_path / "c.txt"
     corpus.write_text(text)
     refused(arpipe(tmp_path, "run", f"--set=ingest.inputs=[{corpus}]"), tmp_path, 1,
-            "the valid split would be empty (the inputs give 1 document(s) after dedup")
+            "the valid split would be empty: the inputs give 1 document(s) (")
 
 
 def test_only_binary_files(tmp_path):
