@@ -29,7 +29,8 @@ from arcore.tokenize.corpus import iter_document_batches, iter_texts
 from arcore.tokenize.sample import TrainingSample
 from arcore.tokenize.measure import TokenizerMeasures, measure_tokenizer
 from arcore.io import atomic_write_bytes
-from arcore.tokenize.store import DIGEST_FILE, META_FILE, TOKENIZER_FILE, save_tokenizer
+from arcore.tokenize.store import (DIGEST_FILE, HF_CONFIG_FILE, HF_SPECIAL_FILE, META_FILE, TOKENIZER_FILE,
+                                   save_tokenizer)
 from arcore.tokenize.trainers import train_tokenizer
 
 PREVIEW_FILE = "preview.txt"
@@ -79,7 +80,8 @@ def build_tokenizer(cfg: TokenizerConfig, ingest_dir: Path, out_dir: Path, progr
         **sample.records(),
     }
     return StageOutput(
-        metrics=metrics, records=records, artifacts=(TOKENIZER_FILE, DIGEST_FILE, META_FILE, PREVIEW_FILE)
+        metrics=metrics, records=records, artifacts=(TOKENIZER_FILE, DIGEST_FILE, META_FILE, PREVIEW_FILE, HF_CONFIG_FILE,
+                   HF_SPECIAL_FILE)
     )
 
 

@@ -6,6 +6,9 @@ Output files in the tokenizer directory:
 - ``tokenizer.sha256``: hex sha256 of the exact bytes of ``tokenizer.json``, newline-terminated. Every
   downstream stage records this digest (shard manifests, model checkpoints) and refuses to mix digests.
 - ``tokenizer_meta.json``: kind, vocabulary size, the special tokens with their ids, the resolved config.
+- ``tokenizer_config.json`` and ``special_tokens_map.json``: what ``save_pretrained`` writes, so that
+  ``transformers.AutoTokenizer.from_pretrained(<this directory>)`` loads a ``PreTrainedTokenizerFast``
+  with bos/eos/unk/pad set (``tokenizer.json`` alone loads with all four None, and padding fails).
 
 ``load_tokenizer`` sets ``encode_special_tokens = True`` (HF does not serialize it): a document that
 contains the string ``</s>`` is encoded as text, so only the shards stage ever writes ``eos_id``.
@@ -29,6 +32,8 @@ from arcore.tokenize.config import SPECIAL_ROLES, TokenizerConfig
 TOKENIZER_FILE = "tokenizer.json"
 DIGEST_FILE = "tokenizer.sha256"
 META_FILE = "tokenizer_meta.json"
+HF_CONFIG_FILE = "tokenizer_config.json"
+HF_SPECIAL_FILE = "special_tokens_map.json"
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,21 @@ def save_tokenizer(tokenizer: Tokenizer, cfg: TokenizerConfig, out_dir: Path) ->
         "config": cfg.model_dump(mode="json"),
     }
     atomic_write_bytes(out_dir / META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
+    save_pretrained_files(cfg, out_dir)
     return digest
+
+
+def save_pretrained_files(cfg: TokenizerConfig, out_dir: Path) -> None:
+    """The two files ``PreTrainedTokenizerFast.save_pretrained`` adds beside ``tokenizer.json``.
+
+    No ``model_max_length``: the tokenizer has none (each model has its own context); no added
+    whitespace cleanup on decode, so ``decode(encode(text))`` is the round trip ``tokenizers`` gives.
+    """
+    special = {f"{role}_token": token for role, token in zip(SPECIAL_ROLES, cfg.special_tokens)}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+              "padding_side": "right", **special}
+    for name, data in ((HF_CONFIG_FILE, config), (HF_SPECIAL_FILE, special)):
+        atomic_write_bytes(out_dir / name, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 def read_digest(tokenizer_dir: Path) -> str:

@@ -205,6 +205,30 @@ def test_pretrained_tokenizer_fast_loads_the_file(tmp_path):
     assert fast.convert_tokens_to_ids(["<s>", "</s>", "<unk>", "<pad>"]) == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("kind", ["bpe", "word"])
+def test_auto_tokenizer_loads_the_directory_with_special_tokens_and_pads(tmp_path, kind):
+    """The stage's directory is a ``save_pretrained`` directory: AutoTokenizer sets bos/eos/unk/pad from
+    tokenizer_config.json, so a batch pads with <pad> (id 3) and the attention mask marks it."""
+    transformers = pytest.importorskip("transformers")
+    ingest = write_documents(tmp_path / "ingest", {"train": TRICKY_LINES * 2, "valid": TRICKY_LINES[:2]})
+    out = tmp_path / "tok"
+    out.mkdir()
+    result = build_tokenizer(TokenizerConfig(kind=kind, vocab_size=300, min_frequency=1), ingest, out)
+    assert {"tokenizer_config.json", "special_tokens_map.json"} <= set(result.artifacts)
+    auto = transformers.AutoTokenizer.from_pretrained(str(out))
+    assert isinstance(auto, transformers.PreTrainedTokenizerFast)
+    assert (auto.bos_token, auto.eos_token, auto.unk_token, auto.pad_token) == ("<s>", "</s>", "<unk>", "<pad>")
+    assert (auto.bos_token_id, auto.eos_token_id, auto.unk_token_id, auto.pad_token_id) == (0, 1, 2, 3)
+    own = load_tokenizer(out).tokenizer
+    short, long = TRICKY_LINES[0], TRICKY_LINES[0] + " " + TRICKY_LINES[1]
+    batch = auto([short, long], padding=True)
+    n_short, n_long = len(own.encode(short).ids), len(own.encode(long).ids)
+    assert n_short < n_long
+    assert batch["input_ids"][0] == own.encode(short).ids + [3] * (n_long - n_short)
+    assert batch["attention_mask"][0] == [1] * n_short + [0] * (n_long - n_short)
+    assert batch["input_ids"][1] == own.encode(long).ids
+
+
 # -- bad input -----------------------------------------------------------------------------------------
 
 
