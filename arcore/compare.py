@@ -36,7 +36,7 @@ from arcore.evaluate import (DEFAULT_CHUNK_TOKENS, compare_models, document_chun
 from arcore.generate import generate_text
 from arcore.io import atomic_write_json, atomic_write_text
 from arcore.lm import LanguageModel
-from arcore.mixture import MixtureModel, fit_mixture, mixture_loglik, mixture_name
+from arcore.mixture import MixtureModel, ScoreMemo, fit_mixture, mixture_name
 from arcore.shards.reader import iter_shard_ids, split_stats
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.store import LoadedTokenizer
@@ -164,14 +164,16 @@ def score_tokens(model: LanguageModel, ids) -> "np.ndarray":
 
 
 def fit_mixtures(cfg: EvaluateConfig, tok: LoadedTokenizer, shards_dir: Path,
-                 models: Mapping[str, LanguageModel]) -> dict[str, MixtureModel]:
+                 models: dict[str, LanguageModel]) -> dict[str, MixtureModel]:
     """Each ``cfg.mixtures`` entry whose parts are all in ``models``, weights by EM on the valid split (or its
-    ``mixture_fit_tokens`` sample); each part scores the valid text once, whatever the mixtures sharing it."""
-    import numpy as np
-
+    ``mixture_fit_tokens`` sample); each part scores the valid text once, whatever the mixtures sharing it.
+    The parts in ``models`` are replaced by ``ScoreMemo``s of themselves, which the mixtures share, so
+    scoring a split under a part and its mixtures runs the part once per chunk."""
     from arcore.heldout import sample_documents
 
     wanted = [parts for parts in cfg.mixtures if all(p in models for p in parts)]
+    for name in {p for parts in wanted for p in parts}:
+        models[name] = ScoreMemo(models[name])
     stats = split_stats(shards_dir, "valid")
     if not wanted or stats.tokens == 0:
         return {}
@@ -199,8 +201,9 @@ def mixtures_report(mixtures: Mapping[str, MixtureModel], results: Mapping[str, 
 
 def build_evaluation(cfg: EvaluateConfig, tok: LoadedTokenizer, shards_dir: Path,
                      models: Mapping[str, LanguageModel], out_dir: Path, progress: Progress = None) -> StageOutput:
+    models = dict(models)
     mixtures = fit_mixtures(cfg, tok, shards_dir, models)
-    models = {**models, **mixtures}
+    models.update(mixtures)
     scores = score_splits(models, tok, shards_dir, cfg.splits, cfg.max_score_tokens, progress)
     results = scores.results
     atomic_write_json(out_dir / "evaluation.json", results)

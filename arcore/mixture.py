@@ -121,6 +121,33 @@ class MixtureModel:
         return _logmix([np.asarray(p.score(ids), dtype=np.float64) for p in self.parts], self._log_weights)
 
 
+class ScoreMemo:
+    """A model whose ``score`` remembers its answers (keyed by the ids' bytes), up to ``max_values`` floats:
+    evaluate scores each chunk under a part and then under every mixture holding it, and a part must not
+    run again for each. Past the bound it scores again (the same floats, only slower). Everything else is
+    the wrapped model's."""
+
+    def __init__(self, model: LanguageModel, max_values: int = 1 << 24):
+        self.model, self.max_values, self._memo, self._held = model, max_values, {}, 0
+        self.vocab_size, self.bos_id, self.eos_id = model.vocab_size, model.bos_id, model.eos_id
+
+    def __getattr__(self, name):  # initial_state, next_logprobs, advance, select, and the model's own fields
+        return getattr(self.model, name)
+
+    def score(self, ids: np.ndarray) -> np.ndarray:
+        import hashlib
+
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        key = hashlib.blake2b(ids.tobytes(), digest_size=16).digest()
+        if key not in self._memo:
+            scores = np.asarray(self.model.score(ids), dtype=np.float64)
+            if self._held + scores.size > self.max_values:
+                return scores
+            self._memo[key] = scores
+            self._held += scores.size
+        return self._memo[key]
+
+
 def mixture_name(parts: Sequence[str]) -> str:
     """``mixture_name(["rnn", "ngram-kneser-ney"]) -> "mixture-rnn_ngram-kneser-ney"``."""
     return "mixture-" + "_".join(parts)  # MLflow metric names allow no "+"

@@ -15,7 +15,7 @@ def test_example_config_is_valid(tmp_path):
     block = re.search(r"```toml\n(.*?)```", README, re.S).group(1)
     (tmp_path / "c.toml").write_text(block)
     cfg = load_config(tmp_path / "c.toml")
-    assert cfg.models == ["ngram", "rnn"] and cfg.registry.gate == 0.05
+    assert cfg.models == ["ngram", "rnn", "infinigram"] and cfg.registry.gate == 0.05
 
 
 def test_error_examples_match_the_cli():

@@ -104,3 +104,33 @@ def test_evaluate_config_refuses_bad_mixtures():
         EvaluateConfig(mixtures=[["rnn", "rnn"]])
     with pytest.raises(ValidationError, match="not mixtures"):
         EvaluateConfig(mixtures=[["rnn", "mixture-rnn_infinigram"]])
+
+
+def test_score_memo_runs_a_part_once_per_chunk_and_gives_the_same_floats():
+    from arcore.mixture import ScoreMemo
+
+    parts, heldout = _parts(4)
+    calls = []
+
+    class Counting:
+        def __init__(self, model):
+            self.model = model
+            self.vocab_size, self.bos_id, self.eos_id = model.vocab_size, model.bos_id, model.eos_id
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+        def score(self, ids):
+            calls.append(len(ids))
+            return self.model.score(ids)
+
+    memo = ScoreMemo(Counting(parts["kn"]))
+    mixes = [MixtureModel((memo, parts[o]), np.array([0.5, 0.5])) for o in ("unigram", "infinigram")]
+    first = memo.score(heldout)
+    for m in mixes:
+        m.score(heldout)
+    assert calls == [heldout.size]
+    np.testing.assert_array_equal(first, parts["kn"].score(heldout))
+    small = ScoreMemo(Counting(parts["kn"]), max_values=5)  # over the bound: scored again, same floats
+    np.testing.assert_array_equal(small.score(heldout), small.score(heldout))
+    assert calls == [heldout.size] * 3
