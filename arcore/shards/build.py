@@ -1,7 +1,7 @@
 """The shards stage: every split of ingest's documents -> token shards and a manifest per split.
 
 Input: ``<ingest_dir>/documents.parquet`` and the tokenizer directory (its ``tokenizer.json`` must match
-``tokenizer.sha256``). Output in ``out_dir``: ``train-00000.parquet`` ... ``test-0000k.parquet`` (layout in
+``tokenizer.sha256``). Output in ``out_dir``: ``train/train-00000.parquet`` ... ``test/test-0000k.parquet`` (layout in
 ``arcore.shards.schema``) and ``train.manifest.json``, ``valid.manifest.json``, ``test.manifest.json``
 (``arcore.shards.manifest``). Every split gets a manifest, an empty valid/test split one with no shards.
 
@@ -173,5 +173,5 @@ def _skip(batches: Batches, documents: int) -> Batches:
 
 def _remove_leftovers(out_dir: Path, split: str) -> None:
     """Temp files of a killed write (finished but unlisted shards are simply rewritten)."""
-    for tmp in out_dir.glob(f".{split}-*.parquet.tmp"):
+    for tmp in (*out_dir.glob(f".{split}-*.parquet.tmp"), *out_dir.glob(f"{split}/.{split}-*.parquet.tmp")):
         tmp.unlink()

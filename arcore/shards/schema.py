@@ -43,8 +43,9 @@ def ids_dtype(vocab_size: int) -> str:
 
 
 def shard_name(split: str, index: int) -> str:
-    """``shard_name("train", 3)`` -> ``"train-00003.parquet"``."""
-    return f"{split}-{index:05d}.parquet"
+    """``shard_name("train", 3)`` -> ``"train/train-00003.parquet"``: one directory per split, holding only
+    its shards, so ``pq.read_table(<shards>/train)``, pandas, DuckDB and ``datasets`` open a split whole."""
+    return f"{split}/{split}-{index:05d}.parquet"
 
 
 def manifest_name(split: str) -> str:

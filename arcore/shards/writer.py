@@ -1,7 +1,8 @@
 """The reduce step: encoded batches, in document order -> numbered zstd Parquet shards + manifest.
 
-Input: ``EncodedBatch`` objects (``arcore.shards.encode``) in document order. Output: ``<split>-00000.parquet``,
-``<split>-00001.parquet``, ... in ``out_dir`` and the split manifest, rewritten after each shard.
+Input: ``EncodedBatch`` objects (``arcore.shards.encode``) in document order. Output: ``<split>/<split>-00000.parquet``,
+``<split>/<split>-00001.parquet``, ... in ``out_dir`` (a directory per split holding only its shards, which
+any Arrow reader opens whole) and the split manifest beside it, rewritten after each shard.
 
 Cutting rule (deterministic, independent of batch sizes): documents are appended to the open shard while
 its token count stays <= ``shard_tokens``; the document that would overflow it starts the next shard. A
@@ -118,7 +119,10 @@ class ShardWriter:
 
     def _write(self, table: pa.Table, name: str, unk_tokens: int) -> ShardEntry:
         path = self.out_dir / name
-        tmp = self.out_dir / f".{name}.tmp"
+        tmp = path.with_name(f".{path.name}.tmp")
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True)
+            fsync_dir(self.out_dir)
         pq.write_table(
             table, tmp, compression=self.manifest.compression, compression_level=self.manifest.compression_level
         )
@@ -126,7 +130,7 @@ class ShardWriter:
             os.fsync(handle.fileno())
         digest = sha256_file(tmp)
         os.replace(tmp, path)
-        fsync_dir(self.out_dir)
+        fsync_dir(path.parent)
         ids = table.column("ids")
         tokens = int(pc.sum(pc.list_value_length(ids)).as_py() or 0)
         return ShardEntry(

@@ -53,7 +53,7 @@ def test_sample_is_deterministic_whole_documents_within_budget_and_counted_exact
     assert first.sampled and 0 < first.tokens <= 250 and first.split_documents == total.documents
     again = sample_documents(shards, "valid", 250, verify=False)
     assert np.array_equal(first.ids, again.ids) and first.counts == again.counts
-    rows = pq.ParquetDataset(sorted(shards.glob("valid-*.parquet"))).read().to_pylist()
+    rows = pq.ParquetDataset(sorted(shards.glob("valid/valid-*.parquet"))).read().to_pylist()
     docs = {tuple(r["ids"]): r for r in rows}
     ends = np.flatnonzero(first.ids == rows[0]["ids"][-1]) + 1
     sampled = [tuple(first.ids[a:b].tolist()) for a, b in zip(np.r_[0, ends[:-1]], ends)]

@@ -133,7 +133,7 @@ def test_split_token_file_holds_the_shard_stream_and_is_reused(tmp_path):
     from arcore.shards import read_ids
 
     _, shards = _shards(tmp_path)
-    assert len(list(shards.glob("train-*.parquet"))) > 2
+    assert len(list(shards.glob("train/train-*.parquet"))) > 2
     file = nd.read_split_tokens(shards, "train", tmp_path / "work")
     ids = read_ids(shards, "train")
     mapped = file.open()

@@ -114,7 +114,7 @@ def test_write_then_read_equals_encode_and_manifest_counts(shakespeare, tmp_path
 
         first = 0
         for index, entry in enumerate(m.shards):
-            assert entry.file == f"{split}-{index:05d}.parquet"
+            assert entry.file == f"{split}/{split}-{index:05d}.parquet"
             parquet = pq.ParquetFile(out / entry.file)
             meta = ShardMetadata.from_schema(parquet.schema_arrow)
             assert (meta.split, meta.shard_index, meta.tokenizer_sha256, meta.dtype, meta.eos_id) == (split, index, loaded.sha256, "uint16", 1)
@@ -145,8 +145,11 @@ def test_a_process_pool_mapper_writes_byte_identical_shards(shakespeare, tmp_pat
 
         there = build_shards(SMALL, ingest, tokenizer_dir, fresh(tmp_path / "there"), mapper=mapper)
     assert len(jobs) == sum(-(-len(docs) // SMALL.batch_documents) for docs in shakespeare[0].values())
-    files = sorted(p.name for p in (tmp_path / "here").iterdir())
-    assert files == sorted(p.name for p in (tmp_path / "there").iterdir()) and len(files) > 6
+    def listing(root):
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+    files = listing(tmp_path / "here")
+    assert files == listing(tmp_path / "there") and len(files) > 6
     for name in files:
         assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "there" / name).read_bytes(), name
     assert here.records == there.records
@@ -216,7 +219,7 @@ def test_vocabulary_over_65536_is_stored_as_uint32(tmp_path):
     build_shards(ShardsConfig(), ingest, tok, out)
     ids = read_ids(out, "train")
     assert ids.dtype == np.uint32 and ids.tolist() == [4, 65535, 65536, 1, 69999, 2, 1]
-    assert pq.read_schema(out / "train-00000.parquet").field("ids").type == pa.list_(pa.field("item", pa.uint32(), nullable=False))
+    assert pq.read_schema(out / "train" / "train-00000.parquet").field("ids").type == pa.list_(pa.field("item", pa.uint32(), nullable=False))
 
 
 # -- resume, refusal -----------------------------------------------------------------------------------
@@ -258,8 +261,8 @@ def test_resume_after_sigkill_is_byte_identical(shakespeare, tmp_path):
     result = build_shards(cfg, ingest, tok, out)
     assert result.records["train_resumed_shards"] == len(partial.shards)
     assert {f: (out / f).stat().st_mtime_ns for f in kept} == kept, "finished shards are not rewritten"
-    names = sorted(p.name for p in reference.iterdir())
-    assert sorted(p.name for p in out.iterdir()) == names
+    names = sorted(str(p.relative_to(reference)) for p in reference.rglob("*") if p.is_file())
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == names  # no temp file left
     assert all((out / n).read_bytes() == (reference / n).read_bytes() for n in names)
 
 
@@ -281,7 +284,7 @@ def test_shards_from_another_tokenizer_or_with_a_changed_checksum_are_refused(sh
     with pytest.raises(StageError, match="documents_sha256"):
         build_shards(SMALL, changed, tok, out)
 
-    shard = out / "train-00001.parquet"
+    shard = out / "train" / "train-00001.parquet"
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
@@ -306,10 +309,28 @@ def test_duckdb_reads_the_shards_and_counts_the_same_tokens(shakespeare, tmp_pat
     m = read_manifest(out, "train")
     [(tokens, documents, source_bytes, words, max_id)] = duckdb.sql(
         f"SELECT sum(len(ids)), count(*), sum(source_bytes), sum(words), max(list_max(ids)) "
-        f"FROM read_parquet('{out}/train-*.parquet')"
+        f"FROM read_parquet('{out}/train/*.parquet')"
     ).fetchall()
     assert (tokens, documents, source_bytes, words) == (m.tokens, m.documents, m.source_bytes, m.words)
     assert max_id < m.vocab_size
+
+
+def test_arrow_and_pandas_open_each_split_directory_whole(shakespeare, tmp_path):
+    """One directory per split holding only its shards: ``pq.read_table(<shards>/train)`` and pandas read
+    every shard of the split in order, with the manifest's counts (the manifests sit outside them)."""
+    import pandas as pd
+
+    _, ingest, tok = shakespeare
+    out = fresh(tmp_path / "shards")
+    build_shards(SMALL, ingest, tok, out)
+    for split in SPLITS:
+        m = read_manifest(out, split)
+        table = pq.read_table(out / split)
+        assert table.num_rows == m.documents
+        assert table.column("doc_id").to_pylist() == [f"{split}-{i}" for i in range(m.documents)]
+        ids = np.concatenate([np.asarray(a, dtype=np.int64) for a in table.column("ids").to_pylist()])
+        assert ids.tolist() == read_ids(out, split).tolist()
+        assert int(pd.read_parquet(out / split)["words"].sum()) == m.words
 
 
 def test_iter_shard_ids_are_zero_copy_views(shakespeare, tmp_path):

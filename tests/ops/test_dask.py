@@ -186,7 +186,7 @@ def test_sigterm_during_fan_out_stops_the_cluster_and_commits_nothing(prefect_ha
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not list((tmp_path / "work" / "shards").glob(".partial-*/train-00002.parquet")):
+        while not list((tmp_path / "work" / "shards").glob(".partial-*/train/train-00002.parquet")):
             assert p.poll() is None, f"arpipe exited ({p.returncode}) early: {p.stderr.read()[-2000:]}"
             assert time.monotonic() < deadline, "the shards stage never wrote a shard"
             time.sleep(0.2)
