@@ -23,15 +23,37 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from arcore.config import PipelineConfig, load_config
 from arcore.errors import ArpipeError, ConfigError, GateFailed
 
+if TYPE_CHECKING:  # imported where used: `arpipe --help` and `--version` load no stage library
+    from arcore.config import PipelineConfig
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Train and compare autoregressive language models, from raw text to generated text.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"arpipe {version('arpipe')}")
+        except PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+            from arcore import __version__
+
+            typer.echo(f"arpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                       help="print arpipe's version and exit")) -> None:
+    """Train and compare autoregressive language models, from raw text to generated text."""
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML or YAML config file", dir_okay=False)
 SetOpt = typer.Option([], "--set", help="override: section.key=value (repeatable)")
@@ -45,8 +67,10 @@ def fail(message: str, code: int) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def prepare(config: Optional[Path], sets: list[str], runner: Optional[str] = None) -> PipelineConfig:
+def prepare(config: Optional[Path], sets: list[str], runner: Optional[str] = None) -> "PipelineConfig":
     """Validate the config and point Prefect at the project's work dir, before any work starts."""
+    from arcore.config import load_config
+
     try:
         cfg = load_config(config, [*sets, *([f"runner={runner}"] if runner else [])])
     except ConfigError as e:

@@ -17,7 +17,6 @@ from typing import Optional
 import typer
 
 from arcore.errors import ArpipeError
-from arcore.ngram.text import estimate_arpa_from_text, score_text_with_arpa
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="n-gram language models on whitespace-tokenized text, the KenLM way.")
@@ -54,6 +53,8 @@ def estimate(
 ) -> None:
     """Estimate an n-gram model from TRAIN.txt and write it as ARPA."""
     try:
+        from arcore.ngram.text import estimate_arpa_from_text
+
         model, vocab = estimate_arpa_from_text(
             input, arpa, order, smoothing.value, k=k, heldout=heldout,
             discount_fallback=(0.5, 1.0, 1.5) if discount_fallback else None, memory_budget_mb=memory_mb)
@@ -76,6 +77,8 @@ def score(
 ) -> None:
     """Score TEST.txt with an ARPA model, with KenLM query's conventions."""
     try:
+        from arcore.ngram.text import score_text_with_arpa
+
         result = score_text_with_arpa(arpa, input)
     except ArpipeError as error:
         raise _fail(error)

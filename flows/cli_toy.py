@@ -12,8 +12,6 @@ from typing import Optional
 
 import typer
 
-from arcore.rnn.config import AdditionConfig
-
 app = typer.Typer(help="Toy problems from the lecture.", no_args_is_help=True)
 
 
@@ -24,9 +22,10 @@ def toy() -> None:
 
 @app.command("binary-addition")
 def binary_addition(
-    steps: int = typer.Option(AdditionConfig().steps, help="training steps (batches of random 8-bit pairs)"),
-    seed: int = typer.Option(AdditionConfig().seed, help="random seed"),
-    eval_samples: int = typer.Option(AdditionConfig().eval_samples, help="test pairs per bit width"),
+    steps: Optional[int] = typer.Option(None, help="training steps (batches of random 8-bit pairs); default: "
+                                        "AdditionConfig's (arcore/rnn/config.py)"),
+    seed: Optional[int] = typer.Option(None, help="random seed; default: AdditionConfig's"),
+    eval_samples: Optional[int] = typer.Option(None, help="test pairs per bit width; default: AdditionConfig's"),
     track: bool = typer.Option(True, help="log params and metrics to MLflow (experiment 'arpipe-toys')"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False, help="for tracking.uri"),
     set_: list[str] = typer.Option([], "--set"),
@@ -35,7 +34,14 @@ def binary_addition(
     from flows.cli import fail, prepare
 
     cfg = prepare(config, set_)
-    toy_cfg = AdditionConfig(steps=steps, seed=seed, eval_samples=eval_samples)
+    from arcore.rnn.config import AdditionConfig  # here: `arpipe --help` imports no stage library
+
+    given = {"steps": steps, "seed": seed, "eval_samples": eval_samples}
+    try:
+        toy_cfg = AdditionConfig(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as e:  # pydantic's ValidationError: a value below its bound
+        first = e.errors()[0] if hasattr(e, "errors") else {"loc": ("?",), "msg": str(e)}
+        raise fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", 2)
     tracker = None
     if track:
         from arcore.errors import ArpipeError

@@ -1,0 +1,57 @@
+"""The CLI's front door: ``--version``, ``-h``, and help that loads no stage library (issue 14 item 8).
+
+Time is not asserted (shared machines); what makes ``--help`` cheap is: it imports neither torch, prefect,
+mlflow, pyarrow, numpy nor the config schema. A subprocess runs the real entry point for each.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+
+HEAVY = ("torch", "prefect", "mlflow", "pyarrow", "numpy", "arcore.config")  # typer itself loads pydantic
+
+_PROBE = """
+import json, sys
+from flows.cli import app
+try:
+    app(sys.argv[1:], standalone_mode=True)
+except SystemExit as e:
+    code = e.code
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print(json.dumps({{"code": code, "heavy": heavy}}), file=sys.stderr)
+"""
+
+
+def _probe(*args: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), *args], capture_output=True,
+                          text=True, timeout=120)
+    return {**json.loads(done.stderr.strip().splitlines()[-1]), "stdout": done.stdout}
+
+
+def test_version_prints_the_installed_version_and_exits_0():
+    for flag in ("--version", "-V"):
+        out = subprocess.run([sys.executable, "-m", "flows.cli", flag], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == f"arpipe {version('arpipe')}"
+
+
+@pytest.mark.parametrize("args", [("-h",), ("--help",), ("run", "-h"), ("ngram", "estimate", "--help"),
+                                  ("toy", "binary-addition", "-h"), ("--version",)])
+def test_help_and_version_load_no_stage_library(args):
+    result = _probe(*args)
+    assert result["code"] in (0, None)
+    assert result["heavy"] == []
+    if args != ("--version",):
+        assert "Usage:" in result["stdout"]
+
+
+def test_toy_option_out_of_range_is_one_line_naming_the_option():
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "toy", "binary-addition", "--steps", "0",
+                          "--no-track"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["error: --steps: Input should be greater than or equal to 1"]
