@@ -19,6 +19,27 @@ ModelOpt = typer.Option("ngram", "--model", "-m",
                              "mixture-<model>_<model> | an MLflow model URI")
 
 
+_OPTION_OF_FIELD = {"top_k": "--k", "top_p": "--p", "n_best": "--n", "num_samples": "--n"}
+
+
+def option_errors(e: ValueError) -> str:
+    """A ValidationError of DecodeConfig as one line naming the options and what they allow
+    (``--strategy 'nucleus': Input should be 'greedy', 'sample', ...``), without pydantic's URL lines."""
+    if not hasattr(e, "errors"):
+        return str(e).splitlines()[0] if str(e) else "invalid option"
+    parts = []
+    for err in e.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check across options
+            parts.append(msg)
+            continue
+        field = str(err["loc"][0])
+        option = _OPTION_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+        given = f" {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
+        parts.append(f"{option}{given}: {msg}")
+    return "; ".join(parts)
+
+
 def _pipeline_outputs(config: Optional[Path], sets: list[str]) -> dict[str, Path]:
     from arcore.runs import latest_outputs
     from flows.cli import prepare
@@ -74,8 +95,8 @@ def generate_command(
             texts = generate_text(lm, tok, prompt, cfg)
     except ArpipeError as e:
         raise fail(str(e), 2 if type(e).__name__ == "ConfigError" else 1)
-    except ValueError as e:  # pydantic type errors of the decode options
-        raise fail(str(e).splitlines()[-1] if str(e) else "invalid option", 2)
+    except ValueError as e:  # pydantic's ValidationError of the decode options
+        raise fail(option_errors(e), 2)
     for i, text in enumerate(texts):
         if len(texts) > 1:
             typer.echo(f"--- {i + 1}")

@@ -55,3 +55,16 @@ def test_toy_option_out_of_range_is_one_line_naming_the_option():
                           "--no-track"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == ["error: --steps: Input should be greater than or equal to 1"]
+
+
+@pytest.mark.parametrize("args, line", [
+    (("--strategy", "nucleus"), "error: --strategy 'nucleus': Input should be 'greedy', 'sample', 'top-k', 'top-p' "
+                                "or 'beam'"),
+    (("--strategy", "sample", "--temperature", "-1"), "error: temperature (--temperature) must be a finite number > 0"),
+])
+def test_generate_option_errors_name_the_option_and_what_it_allows(args, line, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "generate", "--model", "ngram", *args,
+                          "--set", f"work_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line) and "pydantic.dev" not in lines[0]
