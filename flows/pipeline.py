@@ -1,9 +1,10 @@
 """The pipeline flow: ingest -> tokenizer -> shards -> models -> evaluate -> register.
 
 Reads like a table of contents: for each stage in ``flows.stages.STAGES``, build its context (key from
-config and upstream digests), run its task (Prefect returns the cached result when the key's output is
-complete), and record it under the pipeline's MLflow parent run. Then the newly trained models are
-registered and the ``champion`` alias moves if they win (``tasks/register.py``).
+config and upstream digests), run its task (which reuses the key's output when it is complete), and
+record it under the pipeline's MLflow parent run. Then the newly trained models are
+registered and the ``champion`` alias moves if they win (``tasks/register.py``); what is registered
+already, not whether this run computed it, decides.
 
 Modes
 - default: every stage, each reused when its output for the current config exists (``cached``)
@@ -33,7 +34,7 @@ from flows.logs import quiet_user_errors
 from flows.stages import STAGE_NAMES, STAGES, Stage, get_stage, make_context, upstream_names
 from tasks.contract import StageRef, StageResult
 from tasks.fanout import fan_out
-from tasks.register import register
+from tasks.register import register, unregistered
 from tasks.tracking import Tracker
 
 
@@ -102,7 +103,23 @@ def _run_stage(stage: Stage, config: PipelineConfig, tracker: Tracker, parent: s
     cached = state.name == "Cached" or result.state == "cached"
     result = result.model_copy(update={"state": "cached" if cached else "completed",
                                        "seconds": time.perf_counter() - t0})
-    if stage.exports and not cached:
+    try:  # the outputs are committed: a store that stops answering now costs a rerun's logging, not them
+        _log_stage(stage, config, tracker, child, upstream, result, cached)
+    except Exception:
+        if tracker.answers():
+            raise
+        raise tracker.lost(stage.name, result.output_dir) from None
+    results.append({"stage": result.stage, "state": result.state, "seconds": round(result.seconds, 3),
+                    "output_dir": result.output_dir, "metrics": result.metrics, "mlflow_run_id": child})
+    return result
+
+
+def _log_stage(stage: Stage, config: PipelineConfig, tracker: Tracker, child: str, upstream: dict[str, StageRef],
+               result: StageResult, cached: bool) -> None:
+    """The stage's MLflow child run: its generation models (when it computed them, or while the registry
+    lacks them: a run killed before registering), then metrics, manifest and artifacts."""
+    if stage.exports and (not cached or unregistered(config.registry, tracker, {
+            "stage": result.stage, "output_dir": result.output_dir})):
         size_mb = sum(f.stat().st_size for f in Path(result.output_dir).rglob("*") if f.is_file()) / 2 ** 20
         limit = config.tracking.max_logged_model_mb
         if limit is None or size_mb <= limit:
@@ -114,9 +131,6 @@ def _run_stage(stage: Stage, config: PipelineConfig, tracker: Tracker, parent: s
             tracker.client.set_tag(child, "arpipe.models_not_logged",
                                    f"output {size_mb:.0f} MiB > tracking.max_logged_model_mb={limit}")
     tracker.finish_stage_run(child, result, cached=cached)
-    results.append({"stage": result.stage, "state": result.state, "seconds": round(result.seconds, 3),
-                    "output_dir": result.output_dir, "metrics": result.metrics, "mlflow_run_id": child})
-    return result
 
 
 def _log_generators(tracker: Tracker, run_id: str, names: tuple[str, ...], upstream: dict[str, StageRef],

@@ -131,8 +131,14 @@ def run_training_stage(ctx: StageContext, build: Callable[..., StageOutput]) -> 
         epochs = MetricBuffer(tracker, ctx.mlflow_run_id, every=1, prefix="epoch.")
         try:
             return build(tokenizer_dir, shards_dir, out_dir, progress, on_step=steps.add, on_epoch=epochs.add)
-        finally:
-            steps.flush()
-            epochs.flush()
+        finally:  # never raises: a tracking store that went away must not cost the trained model
+            steps.flush(final=True)
+            epochs.flush(final=True)
+            lost = [b.failure for b in (steps, epochs) if b.failure]
+            if lost:
+                from prefect import get_run_logger
+
+                get_run_logger().warning("%s: %d training figures could not be logged to MLflow (%s)", ctx.stage,
+                                         len(steps.pending) + len(epochs.pending), lost[0])
 
     return run_stage(ctx, compute, resumable=True)

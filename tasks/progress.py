@@ -7,6 +7,7 @@ artifact updated at most every few seconds, so the UI shows how far a stage is.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ class StageProgress:
         self.task_id = None
         self.artifact_id = None
         self.last_artifact = 0.0
+        self.failed = False
         if os.environ.get("ARPIPE_PROGRESS") == "1":
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TaskProgressColumn
             from rich.console import Console
@@ -42,17 +44,24 @@ class StageProgress:
             self._artifact(100.0 * done / total)
 
     def _artifact(self, percent: float) -> None:
+        """Best effort: progress is a side channel, so an API that stopped answering costs the updates,
+        never the stage (issue 17); after one failure this stage sends no more."""
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
         from prefect.context import TaskRunContext
 
-        if TaskRunContext.get() is None:
+        if self.failed or TaskRunContext.get() is None:
             return
-        if self.artifact_id is None:
-            self.artifact_id = create_progress_artifact(
-                progress=percent, key=f"{self.stage}-progress", description=f"{self.stage} progress"
-            )
-        else:
-            update_progress_artifact(self.artifact_id, progress=percent)
+        try:
+            if self.artifact_id is None:
+                self.artifact_id = create_progress_artifact(
+                    progress=percent, key=f"{self.stage}-progress", description=f"{self.stage} progress"
+                )
+            else:
+                update_progress_artifact(self.artifact_id, progress=percent)
+        except Exception as exc:  # httpx.ConnectError, a 5xx, a timeout: all mean "no progress shown"
+            self.failed = True
+            logging.getLogger("arpipe").warning("%s: progress updates to the Prefect API stopped (%s: %s)",
+                                                self.stage, type(exc).__name__, str(exc)[:200])
 
     def close(self) -> None:
         if self.bar is not None:

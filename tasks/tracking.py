@@ -56,6 +56,7 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self.open_runs: list[str] = []
         self._experiment_id: Optional[str] = None
+        self.down = False  # set once the store stopped answering mid-run
 
     def check(self) -> None:
         """Fail fast, with one line, if the tracking store cannot be reached."""
@@ -66,6 +67,22 @@ class Tracker:
             raise TrackingUnavailable(
                 f"MLflow tracking store {self.uri} is not reachable ({detail}); start it or set tracking.uri"
             ) from None
+
+    def answers(self) -> bool:
+        """Whether the store answers a request now (bounded by the same retries and timeout)."""
+        try:
+            self.client.get_experiment(self.experiment_id())
+            return True
+        except Exception:
+            return False
+
+    def lost(self, stage: str, output_dir: str) -> TrackingUnavailable:
+        """The one line for a store that stopped answering after ``stage`` committed its outputs; no more
+        requests are made to it in this process (``end_open_runs`` is skipped)."""
+        self.down = True
+        return TrackingUnavailable(
+            f"the MLflow tracking store at {self.uri} stopped answering during stage {stage}; stage outputs "
+            f"are committed in {output_dir}; rerun to log them")
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:
@@ -209,6 +226,8 @@ class Tracker:
 
     def end_open_runs(self, status: str) -> None:
         """Children first, then the parent, so the UI never shows a finished parent with live children."""
+        if self.down:
+            return  # each request would wait out the retries; the next run marks them (see README)
         for run_id in reversed(list(self.open_runs)):
             try:
                 self.end_run(run_id, status)
@@ -229,11 +248,20 @@ def git_commit() -> Optional[str]:
 
 class MetricBuffer:
     """Collects ``(step, metrics)`` from a training loop and logs them in batches (one request per
-    ``every`` steps), so per-step logging does not slow training. A None tracker drops everything."""
+    ``every`` steps), so per-step logging does not slow training. A None tracker drops everything.
+
+    Tracking is a side channel: a batch the store does not take never fails the training. After the
+    first failure the buffer stops sending (each attempt would cost the bounded retries again) and keeps
+    at most ``MAX_PENDING`` figures for one last try at ``flush(final=True)``; ``failure`` says what went
+    wrong, for the caller to report once the stage's outputs are committed (issue 17)."""
+
+    MAX_PENDING = 200_000
 
     def __init__(self, tracker: Optional[Tracker], run_id: Optional[str], every: int = 50, prefix: str = ""):
         self.tracker, self.run_id, self.every, self.prefix = tracker, run_id, every, prefix
         self.pending: list = []
+        self.failure: Optional[str] = None
+        self.dropped = 0
 
     def add(self, step: int, metrics: Mapping[str, float]) -> None:
         if self.tracker is None or self.run_id is None:
@@ -243,11 +271,20 @@ class MetricBuffer:
         now = int(time.time() * 1000)
         self.pending += [Metric(self.prefix + k, float(v), now, int(step)) for k, v in metrics.items()
                          if isinstance(v, (int, float)) and math.isfinite(float(v))]
-        if len(self.pending) >= self.every * max(1, len(metrics)):
+        if len(self.pending) > self.MAX_PENDING:
+            self.dropped += len(self.pending) - self.MAX_PENDING
+            del self.pending[: len(self.pending) - self.MAX_PENDING]
+        if self.failure is None and len(self.pending) >= self.every * max(1, len(metrics)):
             self.flush()
 
-    def flush(self) -> None:
-        if self.pending and self.tracker is not None:
-            for i in range(0, len(self.pending), 500):
-                self.tracker.client.log_batch(self.run_id, metrics=self.pending[i : i + 500])
-            self.pending = []
+    def flush(self, final: bool = False) -> None:
+        """Send what is pending; never raises. Once a send failed, only a ``final`` flush tries again."""
+        if not self.pending or self.tracker is None or (self.failure is not None and not final):
+            return
+        try:
+            while self.pending:
+                self.tracker.client.log_batch(self.run_id, metrics=self.pending[:500])
+                del self.pending[:500]
+            self.failure = None
+        except Exception as exc:  # the store went away: keep the figures, let training go on
+            self.failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
