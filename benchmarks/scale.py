@@ -322,6 +322,14 @@ def run_lmplz_beside(args, lmplz: str, work: Path, overrides: list[str], outputs
     m = measure(lmplz_cmd(lmplz, cfg.ngram.order, memory, lm_dir / "train.txt", lm_dir / "lmplz.arpa", lm_dir / "tmp",
                           vocab_pad=vocab_size), lm_dir / "lmplz", args.rss_limit_mb, args.timeout_s)
     out = {"binary": lmplz, "memory": memory, "exported": exported, **m, "output_mb": size_mb(lm_dir / "lmplz.arpa")}
+    build_binary = Path(lmplz).with_name("build_binary")
+    if m["rc"] == 0 and build_binary.exists():
+        # the stage writes the ARPA *and* a probing binary: lmplz + build_binary is the same work
+        print(f"[{args.slice}] build_binary probing on lmplz's ARPA ...", flush=True)
+        b = measure([str(build_binary), "-S", memory, "probing", str(lm_dir / "lmplz.arpa"), str(lm_dir / "lmplz.probing")],
+                    lm_dir / "build_binary", args.rss_limit_mb, args.timeout_s)
+        out["build_binary"] = {**b, "output_mb": size_mb(lm_dir / "lmplz.probing") if b["rc"] == 0 else None}
+        (lm_dir / "lmplz.probing").unlink(missing_ok=True)
     if m["rc"] == 0:
         ours = next((p for p in (ngram_dir / "kneser-ney.arpa.gz", ngram_dir / "kneser-ney.arpa") if p.exists()),
                     ngram_dir / "kneser-ney.arpa.gz")  # ngram.arpa = gzip or plain
@@ -385,11 +393,21 @@ def pipeline_table(result: dict, other: dict | None) -> str:
     if lm:
         lines.append(f"| lmplz -S {lm['memory']} | {lm['wall_s']:.1f} | - | {lm['cpu_s']:.1f} | {mb / lm['wall_s']:.2f} | "
                      f"{lm['rss_main_mb']:.0f} | {lm['rss_tree_mb']:.0f} | {lm['output_mb']:.1f} |" + (" |" if other else ""))
+        bb = lm.get("build_binary")
+        if bb and bb["rc"] == 0:
+            lines.append(f"| build_binary probing (lmplz's ARPA) | {bb['wall_s']:.1f} | - | {bb['cpu_s']:.1f} | "
+                         f"{mb / bb['wall_s']:.2f} | {bb['rss_main_mb']:.0f} | {bb['rss_tree_mb']:.0f} | "
+                         f"{bb['output_mb']:.1f} |" + (" |" if other else ""))
         ng = next((r for r in rows if r["stage"] == "ngram"), None)
         lines.append("")
         if ng:
             lines.append(f"ngram stage vs lmplz: CPU {ng['cpu_s'] / lm['cpu_s']:.2f}x, peak RSS (main) "
                          f"{ng['rss_main_mb'] / lm['rss_main_mb']:.2f}x, wall {ng['wall_s'] / lm['wall_s']:.2f}x")
+            if bb and bb["rc"] == 0:
+                both = lm["cpu_s"] + bb["cpu_s"]
+                lines.append(f"ngram stage (ARPA + probing binary) vs lmplz + build_binary probing (the same two "
+                             f"outputs): CPU {ng['cpu_s'] / both:.2f}x, peak RSS (main) "
+                             f"{ng['rss_main_mb'] / max(lm['rss_main_mb'], bb['rss_main_mb']):.2f}x")
         ppl = lm.get("test_ppl")
         if ppl and ppl["arpipe"]:
             lines.append(f"test-split perplexity per token (pip kenlm, OOVs included): lmplz {ppl['lmplz']['ppl']:.4f}, "
