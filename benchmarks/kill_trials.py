@@ -5,10 +5,14 @@ Issue 17, bar 1. The script
 1. runs ``arpipe run --json`` once in a fresh work dir (``clean/``) and records each stage's key and
    output digest and how long the run took (T);
 2. in another work dir (``killed/``), starts ``arpipe run`` again and again and SIGKILLs its process
-   group (the CLI and the Prefect server it started) at a moment drawn uniformly from [0.3 s, T], until
-   ``--trials`` runs have been killed. A run that ends before its kill moment is recorded and not counted;
-   when the work dir is complete, the next run is ``arpipe run --from STAGE`` for a random stage, so the
-   kills keep landing in work (a forced recompute must never damage the committed output it replaces);
+   group (the CLI and the Prefect server it started) at a moment drawn uniformly from [0.3 s, 0.9 E],
+   where E is how long this run would take whole (the clean run's start-up plus its stages' seconds from
+   the first one the run recomputes), until ``--trials`` runs have been killed or ``--max-minutes`` have
+   passed. A run that ends before its kill moment is recorded and not counted. Plain runs continue the
+   work dir (resumable stages resume); once it is complete, the next run is ``arpipe run --from STAGE``
+   for a random stage, whose kills land in recomputed work (a forced recompute resumes its own
+   ``.partial`` build and must never damage the committed output it replaces), and after a killed
+   forced run a plain run follows half of the time;
 3. runs ``arpipe run --json`` in ``killed/`` to the end and compares every stage's key and output digest
    with the clean run's; prints one JSON line per trial (kill moment, the stages the killed run had
    finished, what it printed last) and a summary, and exits 1 if any digest differs.
@@ -40,7 +44,7 @@ SMALL = ["tokenizer.vocab_size=512", "ngram.order=3", "ngram.models=[kneser-ney]
          "evaluate.strategies=[greedy,sample]", "rnn.emb_size=32", "rnn.hidden_size=32", "rnn.epochs=1",
          "rnn.batch_size=16", "rnn.bptt=32", "rnn.dropout=0.1", "rnn.checkpoint_every=20",
          "rnn.eval_batch_size=16", "evaluate.max_tokens=16"]
-STAGE_ORDER = ("ingest", "tokenizer", "shards", "ngram", "rnn", "evaluate")
+STAGE_ORDER = ("ingest", "tokenizer", "shards", "ngram", "rnn", "infinigram", "evaluate")
 
 
 def _cmd(work: Path, sets: list[str], *extra: str) -> list[str]:
@@ -96,31 +100,46 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=30, help="runs to kill (runs that finish first do not count)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/arpipe-kill-trials"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-minutes", type=float, default=0, help="stop killing after this long (0: no limit)")
+    ap.add_argument("--keep-clean", action="store_true", help="reuse a complete clean/ work dir from an earlier call")
     ap.add_argument("--corpus-bytes", type=int, default=200_000, help="0: the whole bundled corpus")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra config override")
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
+    clean_work, work = args.out / "clean" / "work", args.out / "killed" / "work"
+    if args.keep_clean and clean_work.is_dir():
+        shutil.rmtree(work.parent, ignore_errors=True)
+    else:
+        shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     text = (ROOT / "data" / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
     if args.corpus_bytes:
         text = text[: text.rfind("\n\n", 0, args.corpus_bytes) + 1]
     corpus = args.out / "corpus" / "input.txt"
-    corpus.parent.mkdir()
+    corpus.parent.mkdir(exist_ok=True)
     corpus.write_text(text, encoding="utf-8")
     sets = [*SMALL, f"ingest.inputs=[{corpus}]", *args.sets]
-    clean_work, work = args.out / "clean" / "work", args.out / "killed" / "work"
-    clean_work.mkdir(parents=True)
+    clean_work.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True)
 
     clean, seconds = complete_run(clean_work, sets)
     reference = outputs(clean)
-    print(json.dumps({"clean_run_s": round(seconds, 1), "stages": reference}), flush=True)
+    stage_s = {s["stage"]: json.loads((Path(s["output_dir"]) / "manifest.json").read_text())["seconds"]
+               for s in clean["stages"]}
+    names = [s["stage"] for s in clean["stages"]]
+    startup = max(seconds - sum(stage_s.values()), 5.0) if not args.keep_clean else seconds  # a cached rerun
+    print(json.dumps({"clean_run_s": round(seconds, 1), "stage_s": stage_s, "stages": reference}), flush=True)
 
+    def whole(first: str) -> float:  # how long a run recomputing from ``first`` takes, by the clean run
+        return startup + sum(stage_s[n] for n in names[names.index(first):])
+
+    t0 = time.monotonic()
     kills, trials, complete = 0, [], False
-    while kills < args.trials:
-        extra = ["--from", rng.choice(STAGE_ORDER)] if complete else []
-        trial = killed_run(work, sets, extra, rng.uniform(0.3, seconds))
+    while kills < args.trials and not (args.max_minutes and time.monotonic() - t0 > 60 * args.max_minutes):
+        forced = complete and (not trials[-1]["killed"] or trials[-1]["mode"] == "run" or rng.random() < 0.5)
+        first = rng.choice([n for n in STAGE_ORDER if n in names]) if forced else names[0]
+        extra = ["--from", first] if forced else []
+        trial = killed_run(work, sets, extra, rng.uniform(0.3, 0.9 * whole(first)))
         trials.append(trial)
         kills += trial["killed"]
         if not trial["killed"]:
