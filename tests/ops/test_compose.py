@@ -2,7 +2,8 @@
 
 The docker engine is not needed: the compose file is checked structurally with PyYAML (services,
 loopback-only ports, healthchecks, restart policies, database URLs, volumes, variables), and with
-``docker compose config`` as well where the compose plugin is installed.
+``docker compose config`` as well where the compose plugin is installed. test_compose_stack.py starts
+the stack for real where an engine answers; test_postgres_store.py runs its servers on a real PostgreSQL.
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def test_services_healthchecks_restart_and_loopback_ports(compose):
     assert "ports" not in services["postgres"]  # reachable from the other services only
     published = {svc: [p.rsplit(":", 1)[1] for p in services[svc].get("ports", [])] for svc in services}
     assert published["prefect-server"] == ["4200"] and published["mlflow"] == ["5000"]
-    assert "/api/health" in " ".join(services["prefect-server"]["healthcheck"]["test"])
-    assert "/health" in " ".join(services["mlflow"]["healthcheck"]["test"])
-    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    # the checks see the database: Prefect's readiness endpoint and a query of MLflow's store (their
+    # /health endpoints stay 200 while PostgreSQL is down), both databases for PostgreSQL itself
+    assert "/api/ready" in " ".join(services["prefect-server"]["healthcheck"]["test"])
+    assert "/api/2.0/mlflow/experiments/search" in " ".join(services["mlflow"]["healthcheck"]["test"])
+    pg_check = " ".join(services["postgres"]["healthcheck"]["test"])
+    assert "-d prefect" in pg_check and "-d mlflow" in pg_check
 
 
 def test_servers_use_postgres_and_start_after_it_is_healthy(compose):
@@ -53,7 +57,9 @@ def test_servers_use_postgres_and_start_after_it_is_healthy(compose):
         "postgresql+asyncpg://")
     assert "@postgres:5432/prefect" in s["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     mlflow = command_text(s["mlflow"])
-    assert re.search(r'--backend-store-uri "?postgresql://\S+@postgres:5432/mlflow', mlflow)
+    # the driver named, and installed in the image (SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3)
+    assert re.search(r'--backend-store-uri "?postgresql\+psycopg://\S+@postgres:5432/mlflow', mlflow)
+    assert "--timeout-worker-healthcheck" in mlflow  # uvicorn's 5 s default crash-loops a busy host
     assert "--serve-artifacts" in mlflow
     destination = re.search(r"--artifacts-destination (\S+)", mlflow).group(1)
     assert f"mlartifacts:{destination}" in s["mlflow"]["volumes"]  # a named volume, served by the server
@@ -104,13 +110,33 @@ def test_env_example_names_every_variable_and_holds_no_secret(compose):
     assert {".env", ".venv", "work", "mlruns", ".git"} <= set(ignored)
 
 
+def test_base_images_are_variables_with_docker_hub_defaults(compose):
+    s = compose["services"]
+    assert s["postgres"]["image"] == "${POSTGRES_IMAGE:-postgres:16}"
+    args = s["worker"]["build"]["args"]
+    assert args["BASE_IMAGE"] == "${BASE_IMAGE:-python:3.11-slim}"
+    assert args["TORCH_INDEX_URL"] == "${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"  # empty: none
+    assert s["postgres"]["stop_signal"] == "SIGINT"
+    for name, svc in s.items():
+        if name != "postgres":  # an init process passes SIGTERM on to the server or worker
+            assert svc["init"] is True and svc["image"] == "arpipe:latest", name
+    script = (ROOT / "docker" / "build-bases.sh").read_text()
+    for tag in ("arpipe-base/python:3.11-", "arpipe-base/postgres:15-"):
+        assert tag in script and tag in (ROOT / ".env.example").read_text()
+
+
 def test_dockerfile_installs_pinned_project_with_cpu_torch():
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
-    assert re.search(r"pip install .*-c constraints\.txt \.", text)
-    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.findall(r"^FROM \$\{BASE_IMAGE\}", text, re.M) == ["FROM ${BASE_IMAGE}"] * 2
+    assert re.search(r"pip install .*-c constraints\.txt '\.\[postgres\]'", text)
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+    assert "--find-links /tmp/wheels" in text and "torch.version.cuda" in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"docker/*", "!docker/wheels", "!docker/certs"} <= set(ignored)
+    final = text[text.rindex("\nFROM "):]  # the image's stage holds the project's files and prefect.yaml
     for path in ("arcore", "tasks", "flows", "prefect.yaml"):
-        assert re.search(rf"^COPY {re.escape(path)} ", text, re.M), path
+        assert re.search(rf"^COPY (\S+ )*{re.escape(path)} ", final, re.M), path
     assert re.search(r"^USER \w+", text, re.M)  # servers do not run as root
 
 
