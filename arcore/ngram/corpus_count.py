@@ -299,6 +299,8 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
             for arr in _pieces(stream, eos_id, piece):
                 w = windows(arr, order, bos_id, eos_id, dtype)
                 part = np.searchsorted(part_starts, w[:, 0].astype(np.int64) * V + w[:, 1], side="right") - 1
+                if len(part_starts) <= 1 << 16:
+                    part = part.astype(np.uint16)  # stable argsort of 16-bit keys is a radix sort: ~2x faster
                 by_part = np.argsort(part, kind="stable")
                 bounds = np.searchsorted(part[by_part], np.arange(len(part_starts) + 1))
                 for p in np.flatnonzero(np.diff(bounds)):

@@ -51,6 +51,7 @@ MULTIPLIER = 2.0  # slots per key (load factor 1/2); KenLM's probing default is 
 SLOT = np.dtype([("hash", "<u8"), ("row", "<i8"), ("logprob", "<f8"), ("logbackoff", "<f8")])
 _RAW = np.dtype((np.void, SLOT.itemsize))  # the same bytes without fields: numpy copies it as one block
 _BUCKET = np.dtype((np.void, 2 * SLOT.itemsize))  # two slots, one 64-byte cache line
+_EMPTY_SLOT = np.array([(EMPTY, -1, 0.0, 0.0)], dtype=SLOT)
 _WIDE = 16  # slots one probing step reads once few queries are unsettled (8 cache lines)
 _STEPS = np.arange(_WIDE)
 _FEW = 2048  # with this many queries or fewer still unsettled, a step reads _WIDE slots, not a bucket
@@ -105,7 +106,8 @@ def _empty(size: int) -> np.ndarray:
     raw = np.empty(size * SLOT.itemsize + 64, dtype=np.uint8)
     skip = -raw.ctypes.data % 64
     out = raw[skip:skip + size * SLOT.itemsize].view(SLOT)
-    out["hash"], out["row"], out["logprob"], out["logbackoff"] = EMPTY, -1, 0.0, 0.0
+    # one pass of whole 32-byte records (four field assignments were four strided passes: ~2x slower)
+    out.view(np.uint64).reshape(size, SLOT.itemsize // 8)[:] = _EMPTY_SLOT.view(np.uint64)
     return out
 
 
@@ -281,8 +283,8 @@ def write_table(out: BinaryIO, source: RecordSource, memory_budget_bytes: int, w
             chunk = max(1, budget // (4 * SLOT.itemsize))  # records, sorted copy, partition ids, order
             for lo in range(0, m, chunk):
                 rec = source.read(lo, min(m, lo + chunk))
-                part = (rec["hash"] >> np.uint64(64 - bits)).view(np.int64)
-                order = np.argsort(part, kind="stable")
+                part = (rec["hash"] >> np.uint64(64 - bits)).astype(np.uint16)  # bits <= 16
+                order = np.argsort(part, kind="stable")  # radix sort on 16-bit keys: ~2x a 64-bit one
                 bounds = np.searchsorted(part[order], np.arange((1 << bits) + 1))
                 rec = np.take(rec.view(_RAW), order)
                 for p in np.flatnonzero(np.diff(bounds)):
