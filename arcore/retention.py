@@ -17,6 +17,11 @@ An output is kept when any of these holds (the reason is recorded with it):
   (with no run record at all, every complete output is kept: nothing says it is unneeded);
 - ``in use``: its ``.lock-<key>`` is held by a process building that key.
 
+And nothing is removed while a pipeline run is in progress in the work dir: every run holds
+``<work_dir>/.run.lock`` shared for its whole length (``hold_for_run``) and ``gc`` needs it exclusively
+(``exclusive_for_gc``), so a run never loses a cached output it is about to read (issue 17); ``gc``
+refuses with one line instead, and a run starting while ``gc`` works waits for it.
+
 Removed: other key directories, ``.partial-<key>`` leftovers of killed builds (never one whose lock is
 held; a resumable stage restarts that build from scratch), orphan ``.trash-*`` directories, lock files
 with nothing left to guard, and Prefect result files whose output is removed, recomputed (stale digest)
@@ -43,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from arcore.errors import ConfigError
+from arcore.errors import ConfigError, StageError
 from arcore.runs import RUNS_DIR, read_runs
 from arcore.stage import LATEST, MANIFEST, KEY_LEN, StageDir
 
@@ -98,6 +103,39 @@ class GcReport:
     @property
     def bytes_freed(self) -> int:
         return sum(r.bytes for r in self.removed)
+
+
+RUN_LOCK = ".run.lock"
+
+
+@contextmanager
+def hold_for_run(work_dir: Path) -> Iterator[None]:
+    """Hold ``<work_dir>/.run.lock`` shared while a pipeline run is in progress (waits while gc works)."""
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(work_dir) / RUN_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def exclusive_for_gc(work_dir: Path) -> Iterator[None]:
+    """Hold ``<work_dir>/.run.lock`` exclusively for a gc, or refuse at once while a run holds it."""
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(work_dir) / RUN_LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StageError(f"a pipeline run is in progress in {Path(work_dir).resolve()}; gc removes "
+                                 f"nothing while one runs (it may read any output): rerun gc when it ends") from None
+            raise
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def plan_gc(work_dir: Path, keep: int, prefect_storage: Optional[Path] = None) -> GcPlan:

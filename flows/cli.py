@@ -14,13 +14,14 @@
 All take ``--config FILE`` (TOML or YAML) and repeatable ``--set section.key=value``; ``--json`` prints
 one machine-readable summary on stdout at the end. Exit codes: 0 success, 1 a stage or the tracking
 store failed, 2 invalid config or usage, 3 the evaluation gate failed (a new model regressed),
-130 interrupted; failures print one ``error:`` line.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM); failures print one ``error:`` line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -104,8 +105,13 @@ def execute(cfg: PipelineConfig, json_out: bool, **mode) -> None:
         os.environ["ARPIPE_PROGRESS"] = "1"
     from flows.pipeline import pipeline  # imports prefect: after PREFECT_HOME is set
 
+    # Prefect turns SIGTERM into TerminationSignal inside the flow (which marks the MLflow runs KILLED),
+    # then restores the handler it found and re-sends the signal: this one, so the run ends with a line
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         summary = pipeline(config=cfg, **mode)
+    except Terminated:
+        raise fail("terminated (SIGTERM); runs in progress were marked KILLED", 143)
     except GateFailed as e:
         raise fail(str(e), 3)
     except ArpipeError as e:
@@ -118,6 +124,14 @@ def execute(cfg: PipelineConfig, json_out: bool, **mode) -> None:
         typer.echo(json.dumps(summary, indent=2))
     else:
         print_summary(summary)
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the CLI (after the flow handled it)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def print_summary(summary: dict) -> None:

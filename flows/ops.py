@@ -19,7 +19,7 @@ from typing import Optional
 
 from arcore.config import PipelineConfig
 from arcore.errors import ArpipeError, ConfigError
-from arcore.retention import GcPlan, GcReport, apply_gc, plan_gc
+from arcore.retention import GcPlan, GcReport, apply_gc, exclusive_for_gc, plan_gc
 
 DEFAULT_DEPLOYMENT = "scheduled"
 
@@ -105,5 +105,9 @@ def prefect_result_storage() -> Path:
 def collect_garbage(config: PipelineConfig, keep: int, dry_run: bool = False,
                     prefect_storage: Optional[Path] = None) -> tuple[GcPlan, Optional[GcReport]]:
     """Plan (and unless ``dry_run``, apply) retention of the last ``keep`` runs in ``config.work_dir``."""
-    plan = plan_gc(Path(config.work_dir), keep, prefect_storage or prefect_result_storage())
-    return plan, (None if dry_run else apply_gc(plan))
+    storage = prefect_storage or prefect_result_storage()
+    if dry_run:
+        return plan_gc(Path(config.work_dir), keep, storage), None
+    with exclusive_for_gc(Path(config.work_dir)):  # refuses while a pipeline run is in progress
+        plan = plan_gc(Path(config.work_dir), keep, storage)
+        return plan, apply_gc(plan)

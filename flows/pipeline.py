@@ -28,6 +28,7 @@ from prefect.runtime import flow_run
 from arcore.config import PipelineConfig
 from arcore.errors import ConfigError, GateFailed
 from arcore.generate import export_bundle, exportable
+from arcore.retention import hold_for_run
 from arcore.runs import record_run
 from arcore.stage import config_differences, require_latest
 from flows.logs import quiet_user_errors
@@ -45,12 +46,18 @@ def pipeline(
     only: Optional[str] = None,
 ) -> dict:
     """Run the arpipe pipeline; returns the run summary (also printed by ``arpipe --json``)."""
+    with hold_for_run(Path(config.work_dir)):  # `arpipe gc` removes nothing while a run is in progress
+        return _pipeline(config, rerun_from, only)
+
+
+def _pipeline(config: PipelineConfig, rerun_from: Optional[str], only: Optional[str]) -> dict:
     quiet_user_errors()
     for name in (rerun_from, only):
         if name is not None and not get_stage(name).selected(config):
             raise ConfigError(f"stage {name!r} is a model stage not listed in models {config.models}; add it")
     tracker = Tracker(config.tracking)
     tracker.check()
+    tracker.end_orphaned_runs()  # runs a SIGKILLed arpipe process left RUNNING
     flow_run_id, flow_run_name = flow_run.get_id(), flow_run.get_name()
     mode = f"only:{only}" if only else f"from:{rerun_from}" if rerun_from else "run"
     parent = tracker.start_pipeline_run(config, flow_run_id, flow_run_name, mode)

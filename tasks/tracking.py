@@ -4,7 +4,9 @@ Runs are addressed by id through ``MlflowClient``, never through MLflow's thread
 so tasks on any thread log to the right place. Reachability is checked up front with bounded retries
 (``tracking.request_max_retries`` / ``request_timeout_s``), so a down server costs seconds, not the
 minutes of MLflow's default retry policy. Runs still open when the process is interrupted are ended
-as KILLED (``end_open_runs``).
+as KILLED (``end_open_runs``); runs a killed process left RUNNING (SIGKILL leaves no chance) carry the
+host, pid and pid start time that ran them, and the next run on that host ends them as KILLED
+(``end_orphaned_runs``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -90,11 +93,30 @@ class Tracker:
             self._experiment_id = exp.experiment_id if exp else self.client.create_experiment(self.cfg.experiment)
         return self._experiment_id
 
+    def end_orphaned_runs(self) -> int:
+        """Mark KILLED the runs left RUNNING by an arpipe process of this host that no longer exists (a
+        SIGKILL, an OOM kill, a power cut); runs of live processes and of other hosts are left alone."""
+        from mlflow.entities import ViewType
+
+        host = socket.gethostname().replace("'", "")
+        runs = self.client.search_runs(
+            [self.experiment_id()], f"attributes.status = 'RUNNING' and tags.`arpipe.host` = '{host}'",
+            run_view_type=ViewType.ACTIVE_ONLY, max_results=1000)
+        ended = 0
+        for run in runs:
+            tags = run.data.tags
+            if _process_alive(tags.get("arpipe.pid", ""), tags.get("arpipe.pid_started", "")):
+                continue
+            self.client.set_tag(run.info.run_id, "arpipe.ended_by", "a later run: the process that ran it was gone")
+            self.client.set_terminated(run.info.run_id, "KILLED")
+            ended += 1
+        return ended
+
     def run_url(self, run_id: str) -> str:
         return f"{self.cfg.ui_url.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
 
     def _start(self, name: str, tags: Mapping[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id(), run_name=name, tags=dict(tags))
+        run = self.client.create_run(self.experiment_id(), run_name=name, tags={**tags, **_owner_tags()})
         self.open_runs.append(run.info.run_id)
         return run.info.run_id
 
@@ -233,6 +255,33 @@ class Tracker:
                 self.end_run(run_id, status)
             except Exception:  # best effort while shutting down; the store may be what failed
                 pass
+
+
+def _process_started(pid: int) -> str:
+    """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), '' if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner_tags() -> dict[str, str]:
+    """Which process owns a run: host, pid and the pid's start time (pids are reused)."""
+    return {"arpipe.host": socket.gethostname(), "arpipe.pid": str(os.getpid()),
+            "arpipe.pid_started": _process_started(os.getpid())}
+
+
+def _process_alive(pid: str, started: str) -> bool:
+    if not pid.isdigit():
+        return True  # not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return not started or _process_started(int(pid)) in ("", started)
 
 
 def git_commit() -> Optional[str]:

@@ -3,7 +3,8 @@
 The first ``arpipe run`` is killed (SIGKILL, its whole process group) as soon as the ngram output is
 committed, so the kill lands in the rnn stage, before evaluate and register. The rerun finds ngram
 ``cached``; registration follows what the registry holds, so ``arpipe-ngram`` gets its version 1, tagged
-with the output's digest. A third, unchanged run registers nothing.
+with the output's digest. A third, unchanged run registers nothing. The MLflow runs the SIGKILL left
+``RUNNING`` (no chance to end them) are marked ``KILLED`` by the rerun, which sees their process gone.
 """
 
 from __future__ import annotations
@@ -44,11 +45,15 @@ def test_a_model_committed_before_a_kill_is_registered_by_the_next_run(prefect_h
                            .read_text())
     client = MlflowClient(mlflow_uri)
     assert client.search_model_versions("name = 'arpipe-ngram'") == []
+    experiment = client.get_experiment_by_name("arpipe").experiment_id
+    left = {r.info.run_id for r in client.search_runs([experiment], "attributes.status = 'RUNNING'")}
+    assert len(left) >= 2  # the parent and the child of the stage in progress at least
 
     rerun = subprocess.run([*ARPIPE, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = json.loads(rerun.stdout)
     assert {s["stage"]: s["state"] for s in summary["stages"]}["ngram"] == "cached"
+    assert {client.get_run(r).info.status for r in left} == {"KILLED"}
     [decision] = summary["registry"]
     assert (decision["model"], decision["version"], decision["promoted"]) == ("arpipe-ngram", "1", True)
     version = client.get_model_version("arpipe-ngram", "1")
