@@ -241,6 +241,8 @@ def load_ngram_models(directory: Path) -> dict[str, BackoffModel]:
     models = {}
     for name, meta in manifest.items():
         m = load_binary(directory / f"{name}.binary")
+        # tables=: the binary's mapped probing tables; without them the first score built every order's
+        # hash table in memory (evaluate at 1 GB of text: 15.5 GB peak for a 14.7 GB model directory)
         models[name] = BackoffModel(name, m.order, m.vocab_size, m.bos_id, m.eos_id, m.keys, m.logprob,
-                                    m.logbackoff, m.unk_id, meta.get("info", {}))
+                                    m.logbackoff, m.unk_id, meta.get("info", {}), tables=m.tables)
     return models

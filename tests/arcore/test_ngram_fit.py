@@ -48,6 +48,9 @@ def test_fit_save_load_round_trip(tmp_path):
     for name, model in models.items():
         np.testing.assert_array_equal(back[name].score(valid), model.score(valid))
         assert back[name].info == model.info
+        # scored through the binary's mapped probing tables, never tables rebuilt in memory
+        assert back[name].tables is not None
+        assert all(t.slots.base is not None and not t.slots.flags.writeable for t in back[name].tables[1:])
     # unseen ids (here <unk> and <pad>) are zerotons that share the uniform mass; smoothing beats add-one
     ppl = {name: query(m, valid).perplexity for name, m in models.items()}
     assert ppl["kneser-ney"] < ppl["laplace"] and np.isfinite(ppl["katz"])
