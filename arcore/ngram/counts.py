@@ -100,15 +100,10 @@ def with_bos(ids: np.ndarray, bos_id: int, eos_id: int) -> tuple[np.ndarray, np.
 
     Returns the extended array and, for each position, its offset from its document's ``<s>``.
     """
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.size and np.any(ids == bos_id):
-        raise InputError(f"token ids contain bos_id={bos_id} inside documents; <s> is context only and is added "
-                         "by the model - remove it from the shards")
-    starts = document_starts(ids, eos_id)
-    ext = np.insert(ids, starts, bos_id)
-    bos_pos = starts + np.arange(starts.size)
-    doc_of = np.cumsum(ext == bos_id) - 1
-    offset = np.arange(ext.size) - bos_pos[doc_of]
+    ext = insert_bos(ids, bos_id, eos_id)
+    is_bos = ext == bos_id  # insert_bos refused bos inside documents: these are the inserted ones
+    bos_pos = np.flatnonzero(is_bos)
+    offset = np.arange(ext.size) - bos_pos[np.cumsum(is_bos) - 1]
     return ext, offset
 
 
