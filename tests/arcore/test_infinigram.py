@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
+from tests.arcore.conftest import tiny_shards
 from arcore.infinigram.index import SuffixIndex, write_reversed_stream
 from arcore.infinigram.model import InfiniGramModel
 from arcore.infinigram.suffix_array import (brute_force_suffix_array, build_suffix_array,
@@ -161,23 +160,7 @@ def test_decoders_run_on_the_infinigram():
 
 
 def _shards(tmp_path: Path) -> tuple[Path, Path]:
-    from arcore.shards import ShardsConfig, build_shards
-    from arcore.tokenize import TokenizerConfig, build_tokenizer
-
-    rng = np.random.default_rng(0)
-    words = "the cat sat on a mat and ran to see his red house by the river".split()
-    texts = {split: [" ".join(rng.choice(words, size=rng.integers(3, 40))) for i in range(n)]
-             for split, n in (("train", 300), ("valid", 60), ("test", 60))}
-    rows = [(f"{s}-{i}", s, t) for s, ts in texts.items() for i, t in enumerate(ts)]
-    (tmp_path / "ingest").mkdir()
-    pq.write_table(pa.table({"doc_id": [r[0] for r in rows], "split": [r[1] for r in rows],
-                             "text": pa.array([r[2] for r in rows], pa.large_string()),
-                             "source": ["test"] * len(rows)}), tmp_path / "ingest" / "documents.parquet")
-    for d in ("tok", "shards"):
-        (tmp_path / d).mkdir()
-    build_tokenizer(TokenizerConfig(vocab_size=300), tmp_path / "ingest", tmp_path / "tok")
-    build_shards(ShardsConfig(shard_tokens=1024), tmp_path / "ingest", tmp_path / "tok", tmp_path / "shards")
-    return tmp_path / "tok", tmp_path / "shards"
+    return tiny_shards(tmp_path, train_documents=300, shard_tokens=1024)
 
 
 def test_stage_builds_a_mapped_index_and_fits_weights_that_help(tmp_path):

@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
+from tests.arcore.conftest import tiny_shards
 
 from arcore.errors import InputError
 from arcore.neural import data as nd
@@ -110,23 +109,7 @@ def test_a_short_file_is_refused_and_too_little_text_names_the_setting(tmp_path)
 
 
 def _shards(tmp_path: Path, shard_tokens: int = 512) -> tuple[Path, Path]:
-    from arcore.shards import ShardsConfig, build_shards
-    from arcore.tokenize import TokenizerConfig, build_tokenizer
-
-    rng = np.random.default_rng(0)
-    words = "the cat sat on a mat and ran to see his red house by the river".split()
-    texts = {split: [" ".join(rng.choice(words, size=rng.integers(3, 40))) + f" {split}{i}" for i in range(n)]
-             for split, n in (("train", 200), ("valid", 60), ("test", 60))}
-    rows = [(f"{s}-{i}", s, t) for s, ts in texts.items() for i, t in enumerate(ts)]
-    (tmp_path / "ingest").mkdir()
-    pq.write_table(pa.table({"doc_id": [r[0] for r in rows], "split": [r[1] for r in rows],
-                             "text": pa.array([r[2] for r in rows], pa.large_string()),
-                             "source": ["test"] * len(rows)}), tmp_path / "ingest" / "documents.parquet")
-    for d in ("tok", "shards"):
-        (tmp_path / d).mkdir()
-    build_tokenizer(TokenizerConfig(vocab_size=300), tmp_path / "ingest", tmp_path / "tok")
-    build_shards(ShardsConfig(shard_tokens=shard_tokens), tmp_path / "ingest", tmp_path / "tok", tmp_path / "shards")
-    return tmp_path / "tok", tmp_path / "shards"
+    return tiny_shards(tmp_path, shard_tokens=shard_tokens, tag_documents=True)
 
 
 def test_split_token_file_holds_the_shard_stream_and_is_reused(tmp_path):
