@@ -76,12 +76,6 @@ def stage_task(name: str):
     return task(name=name, cache_policy=NO_CACHE, persist_result=False)
 
 
-def stage_cache_key(_context, parameters: dict[str, Any]) -> None:
-    """No cache key, ever: a task still declared with ``cache_key_fn=stage_cache_key`` makes Prefect look
-    up no stored result (which it would unpickle). Use ``stage_task`` instead."""
-    return None
-
-
 def run_stage(
     ctx: StageContext,
     compute: Callable[[Path, Progress], StageOutput],

@@ -1,14 +1,12 @@
 """infinigram: token shards -> suffix-array index of the train split and the infini-gram model
 (arcore.infinigram.stage.build_infinigram)."""
 
-from prefect import task
-
 from arcore.infinigram.config import InfiniGramConfig
 from arcore.infinigram.stage import build_infinigram
-from tasks.contract import StageContext, StageResult, run_stage, stage_cache_key
+from tasks.contract import StageContext, StageResult, run_stage, stage_task
 
 
-@task(name="infinigram", cache_key_fn=stage_cache_key, persist_result=True)
+@stage_task("infinigram")
 def infinigram(ctx: StageContext) -> StageResult:
     cfg = InfiniGramConfig.model_validate(ctx.config)
     tokenizer_dir, shards_dir = ctx.upstream_path("tokenizer"), ctx.upstream_path("shards")

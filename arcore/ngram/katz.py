@@ -53,9 +53,11 @@ def discounts_from_counts_of_counts(n_r, max_count: int = 5) -> np.ndarray:
         if np.any(n[1:K + 2] == 0):
             continue
         common = (K + 1) * n[K + 1] / n[1]
+        if common >= 1:  # Katz's formula divides by 1 - common: no discount at this cutoff
+            continue
         r = np.arange(1, K + 1)
         dr = ((r + 1) * n[r + 1] / (r * n[r]) - common) / (1 - common)
-        if common < 1 and np.all((dr > 0) & (dr <= 1)):
+        if np.all((dr > 0) & (dr <= 1)):
             d[1:K + 1] = dr
             return d
     return d
