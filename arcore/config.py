@@ -47,6 +47,9 @@ class TrackingConfig(BaseModel):
     max_logged_model_mb: Optional[int] = Field(
         2048, ge=0, description="a stage whose output exceeds this many MiB logs no generation model (pyfunc) "
         "to MLflow: it would be copied three times (a 5-gram of 1 GB of text is ~16 GB); null: no limit")
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="tags set on every pipeline parent run (`--set tracking.tags.team=lm`), "
+        "to filter and group runs in the MLflow UI")
 
 
 class RunnerSpec(BaseModel):

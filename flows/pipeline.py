@@ -4,7 +4,9 @@ Reads like a table of contents: for each stage in ``flows.stages.STAGES``, build
 config and upstream digests), run its task (which reuses the key's output when it is complete), and
 record it under the pipeline's MLflow parent run. Then the newly trained models are
 registered and the ``champion`` alias moves if they win (``tasks/register.py``); what is registered
-already, not whether this run computed it, decides.
+already, not whether this run computed it, decides. Last, the parent run gets the run's headline
+(``tasks.tracking.headline``: every model's bits per byte and perplexities, stage seconds, data sizes)
+and ``summary.md``.
 
 Modes
 - default: every stage, each reused when its output for the current config exists (``cached``)
@@ -23,7 +25,7 @@ from typing import Optional
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.exceptions import TerminationSignal
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
 from arcore.config import PipelineConfig
 from arcore.errors import ConfigError, GateFailed
@@ -60,7 +62,8 @@ def _pipeline(config: PipelineConfig, rerun_from: Optional[str], only: Optional[
     tracker.end_orphaned_runs()  # runs a SIGKILLed arpipe process left RUNNING
     flow_run_id, flow_run_name = flow_run.get_id(), flow_run.get_name()
     mode = f"only:{only}" if only else f"from:{rerun_from}" if rerun_from else "run"
-    parent = tracker.start_pipeline_run(config, flow_run_id, flow_run_name, mode)
+    parent = tracker.start_pipeline_run(config, flow_run_id, flow_run_name, mode,
+                                        scheduled=deployment.get_id() is not None)
     results: list[dict] = []
     decisions: list[dict] = []
     try:
@@ -85,6 +88,8 @@ def _pipeline(config: PipelineConfig, rerun_from: Optional[str], only: Optional[
         raise
     summary = {"flow_run_id": flow_run_id, "mlflow_run_id": parent, "runner": config.runner, "stages": results,
                "registry": decisions}
+    tracker.log_headline(parent, results, {alias: refs[stage].digest for alias, stage in
+                                           (("data", "ingest"), ("tokenizer", "tokenizer")) if stage in refs})
     gate = [d for d in decisions if d["gate_failed"]]
     tracker.client.set_tag(parent, "arpipe.gate", "failed" if gate else "passed")
     tracker.end_run(parent, "FAILED" if gate else "FINISHED")
@@ -180,6 +185,6 @@ def _publish(tracker: Tracker, parent: str, summary: dict) -> None:
             champion = "-" if d["champion_valid_bpb"] is None else f"{d['champion_valid_bpb']:.4f} (v{d['champion_version']})"
             markdown += (f"| {d['model']} | {d['version']} | {'yes' if d['promoted'] else 'no'} | "
                          f"{d['candidate_valid_bpb']:.4f} | {champion} | {d['reason']} |\n")
-        tracker.log_text(parent, markdown, "summary.md")
+    tracker.log_text(parent, markdown, "summary.md")
     create_markdown_artifact(key="run-summary", markdown=markdown, description="stages, states, outputs, promotion")
     get_run_logger().info("MLflow run %s: %s", parent, url)

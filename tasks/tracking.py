@@ -120,8 +120,14 @@ class Tracker:
         self.open_runs.append(run.info.run_id)
         return run.info.run_id
 
-    def start_pipeline_run(self, config: PipelineConfig, flow_run_id: Optional[str], flow_run_name: Optional[str], mode: str) -> str:
-        tags = {"arpipe.kind": "pipeline", "arpipe.mode": mode}
+    def start_pipeline_run(self, config: PipelineConfig, flow_run_id: Optional[str], flow_run_name: Optional[str],
+                           mode: str, scheduled: bool = False) -> str:
+        """The parent run: config as params and ``config.yaml``; MLflow's source and user tags (the runs
+        table's Source and Created by columns: a deployment's run is a JOB, a direct one LOCAL); the
+        config's ``tracking.tags``."""
+        tags = {**config.tracking.tags, "arpipe.kind": "pipeline", "arpipe.mode": mode,
+                "mlflow.source.name": "arpipe", "mlflow.source.type": "JOB" if scheduled else "LOCAL",
+                "mlflow.user": _user()}
         if flow_run_id:
             tags.update({"prefect.flow_run_id": flow_run_id, "prefect.flow_run_name": flow_run_name or ""})
         commit = git_commit()
@@ -131,6 +137,12 @@ class Tracker:
         self.log_params(run_id, flatten(config.model_dump(mode="json")))
         self.log_text(run_id, config_to_yaml(config), "config.yaml")
         return run_id
+
+    def log_headline(self, run_id: str, stages: list[dict], digests: Mapping[str, str]) -> None:
+        """The run's headline on the parent run (``headline``) and the digests of the data it read."""
+        self.log_metrics(run_id, headline(stages))
+        for name, digest in digests.items():
+            self.client.set_tag(run_id, f"arpipe.{name}_digest", digest)
 
     def start_stage_run(self, parent_run_id: str, stage: str, section: Mapping[str, Any]) -> str:
         run_id = self._start(stage, {"mlflow.parentRunId": parent_run_id, "arpipe.stage": stage})
@@ -255,6 +267,52 @@ class Tracker:
                 self.end_run(run_id, status)
             except Exception:  # best effort while shutting down; the store may be what failed
                 pass
+
+
+# The figures of evaluate's ``<model>.<split>.<figure>`` metrics that head a pipeline run.
+HEADLINE_FIGURES = ("test.bits_per_byte", "valid.bits_per_byte", "test.perplexity_per_word",
+                    "test.perplexity_per_token")
+SPLITS = ("train", "valid", "test")
+
+
+def headline(stages: list[dict]) -> dict[str, float]:
+    """The parent run's metrics from the run summary's stage rows, named the same in every run so the runs
+    table sorts on them and the compare view plots them side by side:
+
+    - ``<model>.test.bits_per_byte``, ``<model>.valid.bits_per_byte``, ``<model>.test.perplexity_per_word``,
+      ``<model>.test.perplexity_per_token`` for every model evaluate scored (``rnn``, ``ngram-kneser-ney``,
+      ``mixture-rnn_ngram-kneser-ney``, ...);
+    - ``<stage>.parameters`` and ``<stage>.train_seconds`` of the neural training stages (``rnn``,
+      ``transformer``), as recorded by the run that trained them (a cached stage carries its producer's);
+    - ``stage.<stage>.seconds``: what each stage cost this run (a cached stage: the lookup);
+    - ``data.<split>.documents``, ``data.<split>.bytes`` (ingest) and ``data.<split>.tokens`` (shards).
+
+    {"stage": "shards", "seconds": 1.5, "metrics": {"valid_tokens": 704.0, ...}}
+      -> {"stage.shards.seconds": 1.5, "data.valid.tokens": 704.0, ...}
+    """
+    out: dict[str, float] = {}
+    for row in stages:
+        name, metrics = row["stage"], row["metrics"]
+        out[f"stage.{name}.seconds"] = row["seconds"]
+        if name == "evaluate":
+            out.update({k: v for k, v in metrics.items() if k.split(".", 1)[-1] in HEADLINE_FIGURES})
+        out.update({f"{name}.{k}": metrics[k] for k in ("parameters", "train_seconds") if k in metrics})
+        if name in ("ingest", "shards"):
+            for split in SPLITS:
+                for source, figure in ((f"documents_{split}", "documents"), (f"bytes_{split}", "bytes"),
+                                       (f"{split}_tokens", "tokens")):
+                    if source in metrics:
+                        out[f"data.{split}.{figure}"] = metrics[source]
+    return out
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (some containers)
+        return "unknown"
 
 
 def _process_started(pid: int) -> str:

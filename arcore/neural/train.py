@@ -108,6 +108,7 @@ class TrainResult:
     model_dir: Path
     weights_sha256: str  # of the final (last-step) weights on this rank: equal across ranks and resumes
     grad_h_norms: tuple[float, ...] = ()  # ||dL/dh_t|| on the first valid window after the last epoch
+    parameters: int = 0  # trainable parameters of the model (tied embeddings counted once)
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -118,6 +119,7 @@ class TrainResult:
             "train_tokens": float(self.train_tokens),
             "train_seconds": self.seconds,
             "tokens_per_s": self.tokens_per_s,
+            "parameters": float(self.parameters),
         }
 
     def stage_output(self) -> StageOutput:
@@ -329,6 +331,7 @@ def train_model(
         tokens_per_s=float(np.mean(rates)) if rates else 0.0,  # epochs trained by this call
         resumed_from_step=resumed_from, history=tuple(history), model_dir=out_dir / MODEL_DIR,
         weights_sha256=weights_digest(model), grad_h_norms=tuple(float(v) for v in norms),
+        parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
     )
 
 

@@ -1,0 +1,74 @@
+"""What a user inspecting runs sees (issue 14): the parent run's headline, epoch figures on the step axis,
+the experiment's kind, Prefect task runs by stage. One pipeline run and one all-cached rerun, on the real
+Prefect engine and a real MLflow SQLite store, shared by the tests of this module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from arcore.config import load_config
+from flows.pipeline import pipeline
+from tests.conftest import FAST, write_corpus
+
+
+@pytest.fixture(scope="module")
+def runs(prefect_harness, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("inspection")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    corpus = write_corpus(tmp / "corpus.txt")
+    cfg = load_config(overrides=[
+        f"work_dir={tmp / 'work'}", f"tracking.uri={uri}", f"ingest.inputs=[{corpus}]", "ingest.valid_fraction=0.1",
+        "ingest.test_fraction=0.1", *FAST, "rnn.epochs=2", "registry.families=[ngram]", "tracking.tags.team=lm",
+    ])
+    first = pipeline(config=cfg)
+    second = pipeline(config=cfg)
+    return MlflowClient(uri), first, second
+
+
+def stage(summary: dict, name: str) -> dict:
+    return next(s for s in summary["stages"] if s["stage"] == name)
+
+
+def test_parent_run_carries_the_headline(runs):
+    client, first, second = runs
+    parent = client.get_run(first["mlflow_run_id"])
+    metrics, tags = parent.data.metrics, parent.data.tags
+    evaluated = {k.split(".")[0] for k in stage(first, "evaluate")["metrics"] if k.endswith(".test.bits_per_byte")}
+    assert {"rnn", "ngram-kneser-ney", "histogram", "infinigram"} <= evaluated
+    for model in evaluated:
+        for figure in ("test.bits_per_byte", "valid.bits_per_byte", "test.perplexity_per_word",
+                       "test.perplexity_per_token"):
+            assert metrics[f"{model}.{figure}"] == stage(first, "evaluate")["metrics"][f"{model}.{figure}"]
+    rnn = stage(first, "rnn")
+    assert metrics["rnn.train_seconds"] == rnn["metrics"]["train_seconds"] > 0
+
+    # the parameter count the stage reports is the trained model's, counted again from its saved weights
+    from arcore.rnn.stage import load_rnn
+    from arcore.tokenize.store import load_tokenizer
+
+    lm = load_rnn(rnn["output_dir"], load_tokenizer(stage(first, "tokenizer")["output_dir"]))
+    assert metrics["rnn.parameters"] == sum(p.numel() for p in lm.model.parameters()) > 0
+    for s in first["stages"]:
+        assert metrics[f"stage.{s['stage']}.seconds"] == s["seconds"]
+    for split in ("train", "valid", "test"):
+        assert metrics[f"data.{split}.tokens"] == stage(first, "shards")["metrics"][f"{split}_tokens"] > 0
+        assert metrics[f"data.{split}.documents"] == stage(first, "ingest")["metrics"][f"documents_{split}"] > 0
+    ingest = json.loads((Path(stage(first, "ingest")["output_dir"]) / "manifest.json").read_text())
+    registered = client.get_model_version("arpipe-ngram", first["registry"][0]["version"])
+    assert tags["arpipe.data_digest"] == ingest["digest"] == registered.tags["arpipe.data_digest"]
+    assert tags["mlflow.source.name"] == "arpipe" and tags["mlflow.source.type"] == "LOCAL"
+    assert tags["mlflow.user"] and tags["team"] == "lm"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "summary.md"}
+
+    # the cached rerun: same names and figures, and its summary.md although it registered nothing
+    assert second["registry"] == []
+    again = client.get_run(second["mlflow_run_id"])
+    assert {a.path for a in client.list_artifacts(again.info.run_id)} == {"config.yaml", "summary.md"}
+    assert set(again.data.metrics) == set(metrics)
+    assert again.data.metrics["rnn.test.bits_per_byte"] == metrics["rnn.test.bits_per_byte"]
+    assert again.data.tags["arpipe.data_digest"] == tags["arpipe.data_digest"]
