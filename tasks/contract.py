@@ -113,7 +113,9 @@ def run_training_stage(ctx: StageContext, build: Callable[..., StageOutput]) -> 
     """A resumable neural training stage whose per-step and per-epoch figures stream to its MLflow run.
 
     ``build(tokenizer_dir, shards_dir, out_dir, progress, on_step=..., on_epoch=...)`` is the stage's
-    ``arcore`` function with its config bound."""
+    ``arcore`` function with its config bound. Epoch figures (``epoch.valid_loss``, ...) and ``epoch`` itself
+    are logged at the global step that ended the epoch, the step axis of the per-step ``loss``, so the UI
+    overlays valid loss on the training curve."""
     from arcore.config import TrackingConfig
     from tasks.tracking import MetricBuffer, Tracker
 
@@ -122,9 +124,18 @@ def run_training_stage(ctx: StageContext, build: Callable[..., StageOutput]) -> 
 
     def compute(out_dir: Path, progress: Progress) -> StageOutput:
         steps = MetricBuffer(tracker, ctx.mlflow_run_id)
-        epochs = MetricBuffer(tracker, ctx.mlflow_run_id, every=1, prefix="epoch.")
+        epochs = MetricBuffer(tracker, ctx.mlflow_run_id, every=1)
+        last_step = [0]  # the trainer calls on_step for every step, and on_epoch after the epoch's last one
+
+        def on_step(step: int, metrics: dict) -> None:
+            last_step[0] = step
+            steps.add(step, metrics)
+
+        def on_epoch(epoch: int, metrics: dict) -> None:
+            epochs.add(last_step[0], {"epoch": epoch, **{f"epoch.{k}": v for k, v in metrics.items()}})
+
         try:
-            return build(tokenizer_dir, shards_dir, out_dir, progress, on_step=steps.add, on_epoch=epochs.add)
+            return build(tokenizer_dir, shards_dir, out_dir, progress, on_step=on_step, on_epoch=on_epoch)
         finally:  # never raises: a tracking store that went away must not cost the trained model
             steps.flush(final=True)
             epochs.flush(final=True)

@@ -72,3 +72,18 @@ def test_parent_run_carries_the_headline(runs):
     assert set(again.data.metrics) == set(metrics)
     assert again.data.metrics["rnn.test.bits_per_byte"] == metrics["rnn.test.bits_per_byte"]
     assert again.data.tags["arpipe.data_digest"] == tags["arpipe.data_digest"]
+
+
+def test_epoch_figures_sit_on_the_training_step_axis(runs):
+    client, first, _ = runs
+    run_id = stage(first, "rnn")["mlflow_run_id"]
+    loss = sorted(m.step for m in client.get_metric_history(run_id, "loss"))
+    valid = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "epoch.valid_loss"))
+    epochs = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "epoch"))
+    steps = int(stage(first, "rnn")["metrics"]["steps"])
+    assert loss == list(range(1, steps + 1))
+    # two epochs of equal length: each epoch's figures at the global step that ended it
+    assert [s for s, _ in valid] == [s for s, _ in epochs] == [steps // 2, steps]
+    assert [e for _, e in epochs] == [0.0, 1.0]
+    history = json.loads((Path(stage(first, "rnn")["output_dir"]) / "history.json").read_text())
+    assert [v for _, v in valid] == pytest.approx([h["valid_loss"] for h in history])
