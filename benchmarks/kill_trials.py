@@ -12,7 +12,9 @@ Issue 17, bar 1. The script
    work dir (resumable stages resume); once it is complete, the next run is ``arpipe run --from STAGE``
    for a random stage, whose kills land in recomputed work (a forced recompute resumes its own
    ``.partial`` build and must never damage the committed output it replaces), and after a killed
-   forced run a plain run follows half of the time;
+   forced run a plain run follows half of the time. A plain run on the complete dir reuses every stage,
+   so its kill moment is drawn from the median length of such runs seen so far (the start-up alone
+   before the first);
 3. runs ``arpipe run --json`` in ``killed/`` to the end and compares every stage's key and output digest
    with the clean run's; prints one JSON line per trial (kill moment, the stages the killed run had
    finished, what it printed last) and a summary, and exits 1 if any digest differs.
@@ -78,6 +80,7 @@ def outputs(summary: dict) -> dict[str, tuple[str, str]]:
 def killed_run(work: Path, sets: list[str], extra: list[str], at: float) -> dict:
     """Start a run, SIGKILL its process group ``at`` seconds in; what it had done by then."""
     log = work.parent / "last-run.log"
+    t0 = time.monotonic()
     with open(log, "w") as out:
         p = subprocess.Popen(_cmd(work, sets, *extra), cwd=ROOT, env=_env(work), stdout=out,
                              stderr=subprocess.STDOUT, start_new_session=True)
@@ -88,10 +91,11 @@ def killed_run(work: Path, sets: list[str], extra: list[str], at: float) -> dict
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
             killed = True
+    elapsed = time.monotonic() - t0
     text = log.read_text(errors="replace").splitlines()
     done = [line.split()[0] for line in text if line.split()[:1] and line.split()[0] in STAGE_ORDER
             and len(line.split()) > 1 and line.split()[1] in ("completed", "cached")]
-    return {"killed": killed, "rc": p.returncode, "at_s": round(at, 2), "mode": " ".join(extra) or "run",
+    return {"killed": killed, "rc": p.returncode, "at_s": round(at, 2), "run_s": round(elapsed, 2), "mode": " ".join(extra) or "run",
             "stages_done": done, "last_line": text[-1][:160] if text else ""}
 
 
@@ -130,8 +134,15 @@ def main() -> int:
     startup = max(seconds - sum(stage_s.values()), 5.0) if not args.keep_clean else seconds  # a cached rerun
     print(json.dumps({"clean_run_s": round(seconds, 1), "stage_s": stage_s, "stages": reference}), flush=True)
 
-    def whole(first: str) -> float:  # how long a run recomputing from ``first`` takes, by the clean run
-        return startup + sum(stage_s[n] for n in names[names.index(first):])
+    cached_runs: list[float] = []  # how long plain runs on the complete dir took (start-up, every stage cached)
+
+    def whole(first: str | None) -> float:
+        """How long a run takes whole: recomputing from ``first`` by the clean run's stage seconds, or
+        (``first`` None, the dir complete) a cached run, by the median of those seen so far."""
+        base = sorted(cached_runs)[len(cached_runs) // 2] if cached_runs else startup
+        if first is None:
+            return base
+        return base + sum(stage_s[n] for n in names[names.index(first):])
 
     t0 = time.monotonic()
     kills, trials, complete = 0, [], False
@@ -139,13 +150,16 @@ def main() -> int:
         forced = complete and (not trials[-1]["killed"] or trials[-1]["mode"] == "run" or rng.random() < 0.5)
         first = rng.choice([n for n in STAGE_ORDER if n in names]) if forced else names[0]
         extra = ["--from", first] if forced else []
-        trial = killed_run(work, sets, extra, rng.uniform(0.3, 0.9 * whole(first)))
+        expect = whole(first if forced or not complete else None)
+        trial = killed_run(work, sets, extra, rng.uniform(0.3, max(0.9 * expect, 0.6)))
         trials.append(trial)
         kills += trial["killed"]
         if not trial["killed"]:
             if trial["rc"] != 0:
                 print(json.dumps({"trial": len(trials), **trial}), flush=True)
                 sys.exit(f"error: an unkilled run failed (exit {trial['rc']}): {trial['last_line']}")
+            if complete and not forced:
+                cached_runs.append(trial["run_s"])
             complete = True
         print(json.dumps({"trial": len(trials), "kills": kills, **trial}), flush=True)
 

@@ -83,3 +83,69 @@ def test_gc_keeps_last_run_and_latest(prefect_harness, tmp_path, mlflow_uri):
 
     bad = CliRunner().invoke(app, ["gc", "--keep", "0", *sets])
     assert bad.exit_code == 2 and "error: gc --keep 0: keep at least 1 run" in bad.output
+
+
+def _run_lock_held(work: Path) -> bool:
+    """Whether some open file holds ``<work>/.run.lock`` (a run in progress): an exclusive try fails."""
+    import fcntl
+
+    lock = work / ".run.lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def test_gc_during_a_run_removes_nothing_and_the_run_completes(prefect_harness, tmp_path, mlflow_uri):
+    """Issue 17: ``gc --keep 1`` while a run reads outputs the last run record does not list refuses with
+    one line; the run finishes on its cached outputs; gc after it removes what that run did not use."""
+    import threading
+
+    corpus = write_corpus(tmp_path / "corpus" / "a.txt", n_paragraphs=150)
+    work = tmp_path / "work"
+    base = [f"work_dir={work}", f"tracking.uri={mlflow_uri}", f"ingest.inputs=[{corpus}]",
+            "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1", "ngram.order=3"]
+    cfg_a, cfg_b = load_config(overrides=base), load_config(overrides=[*base, "ngram.order=2"])
+    a = outputs(pipeline(config=cfg_a))
+    b = outputs(pipeline(config=cfg_b))
+    assert a["ngram"] != b["ngram"]  # the last record (B) does not list A's ngram and evaluate outputs
+
+    result: dict = {}
+
+    def run_a() -> None:
+        try:
+            result["summary"] = pipeline(config=cfg_a)  # every stage cached: it reads A's outputs
+        except BaseException as e:  # reported by the assertion below
+            result["error"] = e
+
+    app = typer.Typer()
+    app.command("gc")(gc_command)
+    app.command("noop")(lambda: None)
+    sets = [f"--set={s}" for s in base]
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    try:
+        while not _run_lock_held(work) and thread.is_alive():
+            thread.join(0.005)
+        assert thread.is_alive(), f"the run ended before gc could start: {result}"
+        refused = CliRunner().invoke(app, ["gc", "--keep", "1", *sets])
+        planned = CliRunner().invoke(app, ["gc", "--keep", "1", "--dry-run", "--json", *sets])
+    finally:
+        thread.join()
+    assert "error" not in result, result.get("error")
+    assert {s["stage"]: s["state"] for s in result["summary"]["stages"]} == {n: "cached" for n in DEFAULT_STAGES}
+    assert refused.exit_code == 1, refused.output
+    lines = refused.output.strip().splitlines()
+    assert len(lines) == 1 and "a pipeline run is in progress" in lines[0] and "Traceback" not in refused.output
+    assert planned.exit_code == 0, planned.output  # a dry run only reads: it plans during a run
+    for out in (*a.values(), *b.values()):
+        assert (out / "manifest.json").is_file(), out  # nothing removed while the run was in progress
+
+    done = CliRunner().invoke(app, ["gc", "--keep", "1", *sets])  # after the run, gc works again
+    assert done.exit_code == 0, done.output
+    assert all((out / "manifest.json").is_file() for out in a.values())  # the last run's outputs stay
