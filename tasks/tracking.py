@@ -26,6 +26,8 @@ from arcore.config import PipelineConfig, TrackingConfig, config_to_yaml
 from arcore.errors import ArpipeError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+# The UI's ExperimentKind for classic model training (the other kinds: genai_development, finetuning, ...)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 class TrackingUnavailable(ArpipeError):
@@ -88,9 +90,18 @@ class Tracker:
             f"are committed in {output_dir}; rerun to log them")
 
     def experiment_id(self) -> str:
+        """The configured experiment, created as a model-training experiment: MLflow 3's UI opens an
+        experiment by its ``mlflow.experimentKind`` tag (without it, it may open the GenAI view of traces
+        and evaluations); one made before this tag existed gets it, one whose kind a user chose keeps it."""
         if self._experiment_id is None:
             exp = self.client.get_experiment_by_name(self.cfg.experiment)
-            self._experiment_id = exp.experiment_id if exp else self.client.create_experiment(self.cfg.experiment)
+            if exp is None:
+                self._experiment_id = self.client.create_experiment(self.cfg.experiment, tags=EXPERIMENT_TAGS)
+            else:
+                self._experiment_id = exp.experiment_id
+                for k, v in EXPERIMENT_TAGS.items():
+                    if k not in exp.tags:
+                        self.client.set_experiment_tag(exp.experiment_id, k, v)
         return self._experiment_id
 
     def end_orphaned_runs(self) -> int:

@@ -87,3 +87,21 @@ def test_epoch_figures_sit_on_the_training_step_axis(runs):
     assert [e for _, e in epochs] == [0.0, 1.0]
     history = json.loads((Path(stage(first, "rnn")["output_dir"]) / "history.json").read_text())
     assert [v for _, v in valid] == pytest.approx([h["valid_loss"] for h in history])
+
+
+def test_the_experiment_is_a_model_training_experiment(runs, tmp_path):
+    client, first, _ = runs
+    experiment = client.get_experiment(client.get_run(first["mlflow_run_id"]).info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    # an experiment made before: tagged when it has no kind, left alone when a user chose one
+    from arcore.config import TrackingConfig
+    from tasks.tracking import Tracker
+
+    other = MlflowClient(f"sqlite:///{tmp_path / 'old.db'}")
+    plain, chosen = other.create_experiment("plain"), other.create_experiment("chosen")
+    other.set_experiment_tag(chosen, "mlflow.experimentKind", "genai_development")
+    for name in ("plain", "chosen"):
+        Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path / 'old.db'}", experiment=name)).check()
+    assert other.get_experiment(plain).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert other.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"
