@@ -263,6 +263,11 @@ def samples_markdown(samples: Mapping[str, Mapping[str, str]], prompt: str) -> s
     for name, by_strategy in samples.items():
         parts.append(f"## {name}")
         for strategy, text in by_strategy.items():
+            if not text.strip():  # e.g. the histogram's greedy: its most probable token, "\n", again and again
+                shown = (f"{len(text)} x {text[0]!r}" if len(set(text)) == 1 else
+                         repr(text) if len(text) <= 40 else f"{text[:20]!r} ... ({len(text)} characters)")
+                parts += [f"**{strategy}**", "", f"only whitespace: {shown}", ""]
+                continue
             fence = "~~~~" if "```" in text else "```"
             parts += [f"**{strategy}**", "", fence + "text", text, fence, ""]
     return "\n".join(parts)

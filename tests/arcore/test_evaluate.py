@@ -216,3 +216,16 @@ def test_per_word_perplexity_matches_kenlm_on_a_word_level_bigram(tmp_path):
     assert reference.perplexity("a b a") == pytest.approx(
         evaluate_model(BigramTable(probs), ids[:4], count_text(texts[:1]), unk_id=2).perplexity_per_word,
         rel=1e-6)
+
+
+def test_samples_markdown_names_whitespace_only_samples():
+    """The histogram's greedy sample is its most probable token again and again ("\\n" here): samples.md
+    says so instead of printing a fence of blank lines; other samples stay verbatim in a fence."""
+    from arcore.compare import samples_markdown
+
+    md = samples_markdown({"histogram": {"greedy": "\n" * 50, "beam": " \n \n"},
+                           "rnn": {"greedy": "ROMEO:\nHe"}}, "")
+    assert "only whitespace: 50 x '\\n'" in md
+    assert "only whitespace: ' \\n \\n'" in md
+    assert "```text\nROMEO:\nHe\n```" in md
+    assert "\n\n\n\n" not in md
