@@ -6,13 +6,14 @@ is the record of a stage's result, and nothing else is.
 
 Prefect persists no stage result and caches none (``stage_task``): its result files are read back with
 the serializer the *file* names, cloudpickle included, so a crafted file under ``$PREFECT_HOME/storage``
-would run code on the next run (issue 17), and they held absolute paths, so a moved work dir broke. The
-Prefect UI shows a reused stage as Completed; the run summary and the MLflow child run (``cached=true``)
-say it was cached.
+would run code on the next run (issue 17), and they held absolute paths, so a moved work dir broke. A
+reused stage still shows as ``Cached`` in the Prefect UI: the task returns that state itself, from the
+manifest (``stage_task``); the run summary and the MLflow child run (``cached=true``) say so too.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -69,11 +70,29 @@ class StageResult(BaseModel):
 
 
 def stage_task(name: str):
-    """The Prefect ``@task`` of a stage: no persisted result and no Prefect cache (see the module docstring)."""
+    """The Prefect ``@task`` of a stage: no persisted result and no Prefect cache (see the module docstring).
+
+    Its task runs are named by stage and key (``rnn bb4f1e7325770244``, the output's directory name) and
+    tagged with the stage. A result the task reused from its manifest ends the task run in a Completed state
+    named ``Cached``, every time the output is reused: the state is the manifest's verdict, carried out of
+    the task as the state it returns, with the result as its data."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    return task(name=name, cache_policy=NO_CACHE, persist_result=False)
+    def decorate(fn: Callable[[StageContext], StageResult]):
+        @functools.wraps(fn)
+        def body(ctx: StageContext):
+            result = fn(ctx)
+            if result.state != "cached":
+                return result
+            from prefect.states import Completed
+
+            return Completed(name="Cached", data=result, message=f"reused {result.output_dir}")
+
+        return task(name=name, task_run_name=f"{name} {{ctx.key}}", tags=[name], cache_policy=NO_CACHE,
+                    persist_result=False)(body)
+
+    return decorate
 
 
 def run_stage(

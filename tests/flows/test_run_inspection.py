@@ -105,3 +105,22 @@ def test_the_experiment_is_a_model_training_experiment(runs, tmp_path):
         Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path / 'old.db'}", experiment=name)).check()
     assert other.get_experiment(plain).tags["mlflow.experimentKind"] == "custom_model_development"
     assert other.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_prefect_task_runs_are_named_tagged_and_cached_from_the_manifest(runs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    _, first, second = runs
+
+    def task_runs(summary):
+        with get_client(sync_client=True) as client:
+            found = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[summary["flow_run_id"]])))
+        return {t.name: t for t in found}
+
+    for summary, state in ((first, "Completed"), (second, "Cached")):
+        by_name = task_runs(summary)
+        for s in summary["stages"]:
+            run = by_name[f"{s['stage']} {Path(s['output_dir']).name}"]  # the key names the output dir
+            assert s["stage"] in run.tags
+            assert (run.state.type.value, run.state.name) == ("COMPLETED", state), s["stage"]
