@@ -112,6 +112,39 @@ def test_pyfunc_from_the_ngram_run(trained):
     assert r.exit_code == 0 and r.output.startswith("The cat"), r.output
 
 
+def test_pyfunc_takes_a_list_of_prompts_and_refuses_unknown_params(trained):
+    import inspect
+
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    from flows.cli_generate import generate_command
+    from tasks.pyfunc import PARAMS
+
+    ngram = next(s for s in trained["summary"]["stages"] if s["stage"] == "ngram")
+    mlflow.set_tracking_uri(trained["uri"])
+    model = mlflow.pyfunc.load_model(MlflowClient(trained["uri"]).get_run(ngram["mlflow_run_id"]).data.tags[
+        "arpipe.model.ngram"])
+    greedy = {"strategy": "greedy", "max_tokens": 8}
+    listed = model.predict(["ROMEO:", "The cat"], params=greedy)
+    framed = model.predict(pd.DataFrame({"prompt": ["ROMEO:", "The cat"]}), params=greedy)
+    assert listed.to_dict("records") == framed.to_dict("records")
+    assert list(listed.prompt) == ["ROMEO:", "The cat"] and listed.text[1].startswith("The cat")
+    assert model.predict("ROMEO:", params=greedy).text[0] == listed.text[0]
+    # the model's own predict names the allowed params (MLflow's wrapper drops unknown ones before it)
+    with pytest.raises(MlflowException, match=r"unknown param\(s\) 'temprature'; the params are: strategy, "
+                                              r"temperature, .*, seed"):
+        model.unwrap_python_model().predict(None, pd.DataFrame({"prompt": ["ROMEO:"]}), params={"temprature": 0.5})
+
+    # the served defaults are the CLI's: beam search ranks with the same length penalty
+    cli_defaults = {name: p.default.default for name, p in inspect.signature(generate_command).parameters.items()}
+    served = {spec.name: spec.default for spec in PARAMS.params}
+    assert served["length_penalty"] == cli_defaults["length_penalty"] == 0.6
+    assert {k: served[k] for k in ("strategy", "temperature", "beam_width", "max_tokens", "min_tokens", "seed")} == {
+        k: cli_defaults[k] for k in ("strategy", "temperature", "beam_width", "max_tokens", "min_tokens", "seed")}
+    assert model.metadata.get_params_schema().to_dict() == PARAMS.to_dict()
+
+
 def test_evaluate_samples_every_model_and_decoder(trained):
     evaluate = next(s for s in trained["summary"]["stages"] if s["stage"] == "evaluate")
     from pathlib import Path
