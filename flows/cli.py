@@ -103,27 +103,38 @@ def check_inputs(cfg: PipelineConfig) -> None:
 def execute(cfg: PipelineConfig, json_out: bool, **mode) -> None:
     if not json_out and sys.stderr.isatty():
         os.environ["ARPIPE_PROGRESS"] = "1"
-    from flows.pipeline import pipeline  # imports prefect: after PREFECT_HOME is set
+    from flows.pipeline import failed_summary, pipeline  # imports prefect: after PREFECT_HOME is set
 
     # Prefect turns SIGTERM into TerminationSignal inside the flow (which marks the MLflow runs KILLED),
     # then restores the handler it found and re-sends the signal: this one, so the run ends with a line
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         summary = pipeline(config=cfg, **mode)
-    except Terminated:
-        raise fail("terminated (SIGTERM); runs in progress were marked KILLED", 143)
-    except GateFailed as e:
-        raise fail(str(e), 3)
-    except ArpipeError as e:
-        raise fail(str(e), 1)
-    except KeyboardInterrupt:
-        raise fail("interrupted; runs in progress were marked KILLED", 130)
-    except Exception as e:  # a bug, not bad input: still one line here, details in the Prefect logs
-        raise fail(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (see the log above)", 1)
+    except (Terminated, KeyboardInterrupt, Exception) as e:
+        message, code = _failure(e)
+        if json_out:  # scripts get what finished, and the error line, on stdout as on success
+            partial = failed_summary(e) or {"flow_run_id": None, "mlflow_run_id": None, "runner": cfg.runner,
+                                            "stages": [], "registry": []}
+            typer.echo(json.dumps({**partial, "error": message, "exit_code": code}, indent=2))
+        raise fail(message, code)
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
     else:
         print_summary(summary)
+
+
+def _failure(e: BaseException) -> tuple[str, int]:
+    """The one ``error:`` line and the exit code of a run that ended with ``e``."""
+    if isinstance(e, Terminated):
+        return "terminated (SIGTERM); runs in progress were marked KILLED", 143
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted; runs in progress were marked KILLED", 130
+    if isinstance(e, GateFailed):
+        return str(e), 3
+    if isinstance(e, ArpipeError):
+        return str(e), 1
+    # a bug, not bad input: still one line here, details in the Prefect logs
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (see the log above)", 1
 
 
 class Terminated(BaseException):

@@ -65,7 +65,9 @@ def _pipeline(config: PipelineConfig, rerun_from: Optional[str], only: Optional[
     parent = tracker.start_pipeline_run(config, flow_run_id, flow_run_name, mode,
                                         scheduled=deployment.get_id() is not None)
     results: list[dict] = []
-    decisions: list[dict] = []
+    # what a failure leaves for `arpipe run --json`: the stages so far, carried on the exception
+    summary = {"flow_run_id": flow_run_id, "mlflow_run_id": parent, "runner": config.runner, "stages": results,
+               "registry": []}
     try:
         with fan_out(flow_run_id, config):  # a Dask cluster for map steps, when config.runner asks for one
             refs: dict[str, StageRef] = {}
@@ -78,16 +80,17 @@ def _pipeline(config: PipelineConfig, rerun_from: Optional[str], only: Optional[
                                     force=bool(only) or i >= force_from, flow_run_id=flow_run_id)
                 refs[stage.name] = result.ref()
         if config.registry.enabled and not only:
-            decisions = register(config.registry, tracker, parent, results,
-                                 {name: refs[name].digest for name in ("ingest", "tokenizer")}, refs["ingest"].path)
-    except (KeyboardInterrupt, TerminationSignal, SystemExit):
+            summary["registry"] = register(config.registry, tracker, parent, results, {
+                name: refs[name].digest for name in ("ingest", "tokenizer")}, refs["ingest"].path)
+    except (KeyboardInterrupt, TerminationSignal, SystemExit) as e:
         tracker.end_open_runs("KILLED")
+        setattr(e, SUMMARY, summary)
         raise
-    except BaseException:
+    except BaseException as e:
         tracker.end_open_runs("FAILED")
+        setattr(e, SUMMARY, summary)
         raise
-    summary = {"flow_run_id": flow_run_id, "mlflow_run_id": parent, "runner": config.runner, "stages": results,
-               "registry": decisions}
+    decisions = summary["registry"]
     tracker.log_headline(parent, results, {alias: refs[stage].digest for alias, stage in
                                            (("data", "ingest"), ("tokenizer", "tokenizer")) if stage in refs})
     gate = [d for d in decisions if d["gate_failed"]]
@@ -96,8 +99,27 @@ def _pipeline(config: PipelineConfig, rerun_from: Optional[str], only: Optional[
     record_run(config.work_dir, summary, mode)
     _publish(tracker, parent, summary)
     if gate:
-        raise GateFailed("evaluation gate failed: " + "; ".join(f"{d['model']}: {d['reason']}" for d in gate))
+        failed = GateFailed("evaluation gate failed: " + "; ".join(f"{d['model']}: {d['reason']}" for d in gate))
+        setattr(failed, SUMMARY, summary)
+        raise failed
     return summary
+
+
+SUMMARY = "arpipe_summary"  # the attribute of a failed run's exception that holds its summary so far
+
+
+def failed_summary(exc: BaseException) -> Optional[dict]:
+    """The summary a failed pipeline run left on its exception: the stages that finished and the one that
+    failed (``state: failed``); None when it failed before its MLflow run existed. Looked up along the
+    exceptions ``exc`` was raised while handling too: SIGTERM reaches the CLI as a new exception raised
+    inside Prefect's handling of the flow's."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if hasattr(exc, SUMMARY):
+            return getattr(exc, SUMMARY)
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _run_stage(stage: Stage, config: PipelineConfig, tracker: Tracker, parent: str, upstream: dict[str, StageRef],

@@ -87,6 +87,23 @@ def test_bad_input_file_no_traceback(cli):
     )
 
 
+def test_run_json_on_failure_says_what_finished(cli):
+    # the shards stage cannot make its directory: ingest and tokenizer finish, shards fails
+    (cli.tmp / "work").mkdir()
+    (cli.tmp / "work" / "shards").write_text("not a directory\n")
+    p = cli("run", "--json", check_rc=1)
+    summary = json.loads(p.stdout)
+    assert [(s["stage"], s["state"]) for s in summary["stages"]] == [
+        ("ingest", "completed"), ("tokenizer", "completed"), ("shards", "failed")]
+    error = p.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and summary["error"] == error.removeprefix("error: ")
+    assert summary["exit_code"] == 1 and summary["mlflow_run_id"] and summary["flow_run_id"]
+    # a run that fails before any stage (the store is down) still answers in JSON
+    down = cli("run", "--json", "--set", "tracking.uri=http://127.0.0.1:9", "--set",
+               "tracking.request_max_retries=0", check_rc=1)
+    assert json.loads(down.stdout)["stages"] == [] and "not reachable" in json.loads(down.stdout)["error"]
+
+
 def test_sigterm_marks_runs_killed(cli, mlflow_uri):
     big = cli.tmp / "big.txt"
     with open(big, "w") as f:
