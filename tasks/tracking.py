@@ -96,7 +96,8 @@ class Tracker:
         if self._experiment_id is None:
             exp = self.client.get_experiment_by_name(self.cfg.experiment)
             if exp is None:
-                self._experiment_id = self.client.create_experiment(self.cfg.experiment, tags=EXPERIMENT_TAGS)
+                self._experiment_id = self.client.create_experiment(
+                    self.cfg.experiment, artifact_location=artifact_location(self.uri), tags=EXPERIMENT_TAGS)
             else:
                 self._experiment_id = exp.experiment_id
                 for k, v in EXPERIMENT_TAGS.items():
@@ -160,14 +161,36 @@ class Tracker:
         self.log_params(run_id, flatten(section))
         return run_id
 
+    def artifacts_run(self, stage: str, key: str, digest: str) -> Optional[str]:
+        """A run of this store that holds the artifacts of exactly this output (stage, key, digest)."""
+        runs = self.client.search_runs(
+            [self.experiment_id()],
+            f"tags.`arpipe.stage` = '{stage}' and tags.`arpipe.key` = '{key}' and "
+            f"tags.`arpipe.digest` = '{digest}' and tags.`arpipe.artifacts_logged` = 'true'",
+            max_results=1, order_by=["attributes.start_time ASC"])
+        return runs[0].info.run_id if runs else None
+
     def finish_stage_run(self, run_id: str, result, cached: bool) -> None:
-        """Metrics, manifest and small artifacts of a stage; a cached stage names its producer."""
-        tags = {"cached": str(cached).lower(), "arpipe.output_dir": result.output_dir, "arpipe.key": result.key}
+        """Metrics and tags of a stage, then its manifest and artifacts, uploaded once per output: a cached
+        stage whose output's artifacts a run of this store already holds links to that run
+        (``cached_from_run_id``, ``arpipe.artifacts_run_id``) and uploads nothing; one whose producer could
+        not log them (the store was down, or another store) uploads them."""
+        tags = {"cached": str(cached).lower(), "arpipe.output_dir": result.output_dir, "arpipe.key": result.key,
+                "arpipe.digest": result.digest}
         if cached and result.produced_by.get("mlflow_run_id"):
             tags["cached_from_run_id"] = result.produced_by["mlflow_run_id"]
+        holder = self.artifacts_run(result.stage, result.key, result.digest) if cached else None
+        if holder:
+            tags["arpipe.artifacts_run_id"] = holder
         for k, v in tags.items():
             self.client.set_tag(run_id, k, v)
         self.log_metrics(run_id, {**result.metrics, "stage_seconds": result.seconds})
+        if holder is None:
+            self._log_stage_artifacts(run_id, result)
+            self.client.set_tag(run_id, "arpipe.artifacts_logged", "true")
+        self.end_run(run_id, "FINISHED")
+
+    def _log_stage_artifacts(self, run_id: str, result) -> None:
         out = Path(result.output_dir)
         for name in ["manifest.json", *result.artifacts]:
             if not (out / name).is_file():
@@ -179,7 +202,6 @@ class Tracker:
             else:  # keep the stage's layout: model/config.json stays under model/
                 folder = Path(name).parent.as_posix()
                 self.client.log_artifact(run_id, str(out / name), artifact_path=None if folder == "." else folder)
-        self.end_run(run_id, "FINISHED")
 
     def log_generator(self, run_id: str, name: str, bundle_dir: Path) -> str:
         """Log ``bundle_dir`` (arcore.generate.export_bundle) as a pyfunc under the run; returns its URI.
@@ -284,6 +306,21 @@ class Tracker:
 HEADLINE_FIGURES = ("test.bits_per_byte", "valid.bits_per_byte", "test.perplexity_per_word",
                     "test.perplexity_per_token")
 SPLITS = ("train", "valid", "test")
+
+
+def artifact_location(uri: str) -> Optional[str]:
+    """Where a new experiment's artifacts go: ``mlruns/`` beside a SQLite store's file, wherever the
+    process runs (MLflow's own default is ``./mlruns`` of the current directory); None for a server or
+    another database, whose own default (the server's ``--artifacts-destination``) applies.
+
+    ``sqlite:////data/mlflow.db`` -> ``file:///data/mlruns``; ``sqlite:///mlflow.db`` -> ``file://<cwd>/mlruns``.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return (Path(path).expanduser().resolve().parent / "mlruns").as_uri()
 
 
 def headline(stages: list[dict]) -> dict[str, float]:

@@ -1,0 +1,58 @@
+"""Where a run's MLflow artifacts go, and that a cached rerun uploads none of its stages' artifacts again
+(issue 14, item 4). Real pipeline runs, real SQLite store, real artifact folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from arcore.config import load_config
+from flows.pipeline import pipeline
+from tests.conftest import FAST, write_corpus
+
+
+def _files(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
+
+
+def _stage_runs(client: MlflowClient, parent: str) -> dict[str, object]:
+    exp = client.get_run(parent).info.experiment_id
+    runs = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent}'")
+    return {r.data.tags["arpipe.stage"]: r for r in runs}
+
+
+def test_artifacts_beside_the_store_and_a_cached_rerun_uploads_none(prefect_harness, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    cwd = tmp_path / "elsewhere"  # the process runs somewhere else than the store, as a test or cron job does
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    corpus = write_corpus(tmp_path / "corpus" / "a.txt", n_paragraphs=120)
+    cfg = load_config(overrides=[f"work_dir={tmp_path / 'work'}", f"tracking.uri={uri}", f"ingest.inputs=[{corpus}]",
+                                 "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1", "ngram.order=3", *FAST])
+
+    first = pipeline(config=cfg)
+    assert not (cwd / "mlruns").exists()  # never the current directory
+    artifacts = store / "mlruns"
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    assert exp.artifact_location == artifacts.as_uri()
+    before = _files(artifacts)
+    first_runs = _stage_runs(client, first["mlflow_run_id"])
+    for stage, run in first_runs.items():
+        assert run.data.tags["arpipe.artifacts_logged"] == "true", stage
+        assert any(a.path == "manifest.json" for a in client.list_artifacts(run.info.run_id)), stage
+
+    second = pipeline(config=cfg)
+    assert {s["state"] for s in second["stages"]} == {"cached"}
+    added = _files(artifacts) - before
+    parent = second["mlflow_run_id"]
+    parent_dir = Path(client.get_run(parent).info.artifact_uri.removeprefix("file://"))
+    assert all((artifacts / f).is_relative_to(parent_dir) for f in added), sorted(map(str, added))
+    for stage, run in _stage_runs(client, parent).items():  # every stage links to the run that holds its files
+        tags = run.data.tags
+        assert tags["cached"] == "true" and "arpipe.artifacts_logged" not in tags, stage
+        assert tags["arpipe.artifacts_run_id"] == first_runs[stage].info.run_id, stage
+        assert client.list_artifacts(run.info.run_id) == [], stage
