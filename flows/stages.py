@@ -6,6 +6,7 @@ caching, MLflow child runs, ``arpipe stage NAME`` and ``arpipe status`` follow f
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -16,20 +17,14 @@ from arcore.io import DigestCache
 from arcore.provenance import code_digest
 from arcore.stage import StageDir, stage_key
 from tasks.contract import StageContext, StageRef
-from tasks.evaluate import evaluate
-from tasks.infinigram import infinigram
-from tasks.ingest import ingest
-from tasks.ngram import ngram
-from tasks.rnn import rnn
-from tasks.shards import shards
-from tasks.tokenizer import tokenizer
-from tasks.transformer import transformer
 
 
 @dataclass(frozen=True)
 class Stage:
+    """One stage; its Prefect task is ``tasks.<name>.<name>``, imported only when it runs (``arpipe status``
+    and keys need only the module's name: no prefect, torch or mlflow import)."""
+
     name: str
-    task: object  # a prefect Task taking ``ctx: StageContext``
     upstream: tuple[str, ...] = ()
     # digests of what the stage reads from outside the work dir (input files), if anything
     external: Optional[Callable[[PipelineConfig], dict[str, str]]] = None
@@ -37,6 +32,15 @@ class Stage:
     exports: tuple[str, ...] = ()
     # a model stage: runs only when listed in the config's ``models``; downstream stages read it if it ran
     model: bool = False
+
+    @property
+    def module(self) -> str:
+        return f"tasks.{self.name}"
+
+    @property
+    def task(self):
+        """The stage's prefect Task, taking ``ctx: StageContext``."""
+        return getattr(importlib.import_module(self.module), self.name)
 
     def selected(self, cfg: PipelineConfig) -> bool:
         return not self.model or self.name in cfg.models
@@ -47,15 +51,15 @@ def _ingest_inputs(cfg: PipelineConfig) -> dict[str, str]:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("ingest", ingest, external=_ingest_inputs),
-    Stage("tokenizer", tokenizer, upstream=("ingest",)),
-    Stage("shards", shards, upstream=("ingest", "tokenizer")),
-    Stage("ngram", ngram, upstream=("tokenizer", "shards"), exports=("histogram", "ngram"), model=True),
-    Stage("rnn", rnn, upstream=("tokenizer", "shards"), exports=("rnn",), model=True),
-    Stage("transformer", transformer, upstream=("tokenizer", "shards"), exports=("transformer",), model=True),
-    Stage("infinigram", infinigram, upstream=("tokenizer", "shards"), exports=("infinigram",), model=True),
+    Stage("ingest", external=_ingest_inputs),
+    Stage("tokenizer", upstream=("ingest",)),
+    Stage("shards", upstream=("ingest", "tokenizer")),
+    Stage("ngram", upstream=("tokenizer", "shards"), exports=("histogram", "ngram"), model=True),
+    Stage("rnn", upstream=("tokenizer", "shards"), exports=("rnn",), model=True),
+    Stage("transformer", upstream=("tokenizer", "shards"), exports=("transformer",), model=True),
+    Stage("infinigram", upstream=("tokenizer", "shards"), exports=("infinigram",), model=True),
     # exports the best mixture of the models it read (its parts' files travel in the bundle)
-    Stage("evaluate", evaluate, upstream=("tokenizer", "shards", "ngram", "rnn", "transformer", "infinigram"),
+    Stage("evaluate", upstream=("tokenizer", "shards", "ngram", "rnn", "transformer", "infinigram"),
           exports=("mixture",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -75,7 +79,7 @@ def make_context(stage: Stage, cfg: PipelineConfig, upstream: dict[str, StageRef
     runs (``arcore.provenance.code_digest``) and the library version."""
     section = cfg.section(stage.name)
     digests = {name: ref.digest for name, ref in upstream.items()}
-    digests["code"] = code_digest(stage.task.fn.__module__)
+    digests["code"] = code_digest(stage.module)
     if stage.external:
         digests.update(stage.external(cfg))
     key = stage_key(stage.name, section, digests)

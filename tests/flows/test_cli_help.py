@@ -68,3 +68,14 @@ def test_generate_option_errors_name_the_option_and_what_it_allows(args, line, t
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(line) and "pydantic.dev" not in lines[0]
+
+
+def test_status_loads_neither_torch_prefect_nor_mlflow(tmp_path):
+    """``arpipe status`` reads manifests and computes keys: the stage table names each task's module
+    instead of importing it, so no torch, prefect or mlflow (the config schema does load numpy/pyarrow)."""
+    result = _probe("status", "--json", "--set", f"work_dir={tmp_path / 'work'}")
+    assert result["code"] in (0, None), result
+    stages = json.loads(result["stdout"])["stages"]
+    assert [s["stage"] for s in stages][:3] == ["ingest", "tokenizer", "shards"]
+    assert stages[0]["state"] == "missing"
+    assert not {"torch", "prefect", "mlflow"} & set(result["heavy"])
