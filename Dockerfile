@@ -45,12 +45,17 @@ RUN set -e; \
     mkdir -p arcore tasks flows && touch arcore/__init__.py tasks/__init__.py flows/__init__.py; \
     /opt/venv/bin/pip install --find-links /tmp/wheels ${torch_index:-} -c constraints.txt '.[postgres]'; \
     /opt/venv/bin/pip uninstall -y arpipe; \
+    rm -rf build arpipe.egg-info arcore tasks flows; \
     /opt/venv/bin/python -c "import sys, torch; sys.exit(torch.version.cuda and 'error: torch ' + torch.__version__ + ' is a CUDA build')"
 
+# The stub packages and setuptools' build/ from the step above are gone: build/lib would otherwise keep
+# the empty __init__.py files (newer than the sources' mtimes, so setuptools does not copy over them).
+# The check runs outside /src, so it imports what the venv installed, as the arpipe CLI does.
 COPY arcore arcore
 COPY tasks tasks
 COPY flows flows
-RUN /opt/venv/bin/pip install --no-deps -c constraints.txt .
+RUN /opt/venv/bin/pip install --no-deps -c constraints.txt . \
+    && cd / && /opt/venv/bin/python -c "import arcore, flows.cli, tasks; print('arpipe', arcore.__version__)"
 
 # --- the image: the base, the venv, the project's files in /app --------------------------------------
 FROM ${BASE_IMAGE}
