@@ -215,19 +215,19 @@ def test_stack_builds_starts_runs_a_deployment_survives_a_database_restart_and_s
 
         # the dask profile: a scheduler and two workers; a run from the worker fans its map steps out
         stack.compose("--profile", "dask", "up", "-d", "--wait", "--wait-timeout", "600", timeout=900)
-        (tmp_path / "small.json").write_text(json.dumps(config))
-        stack.compose("exec", "-T", "worker", "sh", "-c", "cat > /app/work/small.json",
-                      input=(tmp_path / "small.json").read_text())
+        # the CLI reads .toml or .yaml configs (JSON is YAML)
+        stack.compose("exec", "-T", "worker", "sh", "-c", "cat > /app/work/small.yaml", input=json.dumps(config))
         t = time.monotonic()
-        out = stack.compose("exec", "-T", "worker", "arpipe", "run", "--config", "/app/work/small.json",
+        out = stack.compose("exec", "-T", "worker", "arpipe", "run", "--config", "/app/work/small.yaml",
                             "--runner", "dask://dask-scheduler:8786", "--from", "shards", "--json").stdout
         timings["dask run"] = time.monotonic() - t
         summary = json.loads(out[out.index("{"):])
         assert summary["runner"] == "dask://dask-scheduler:8786"
-        assert {s: summary["stages"][s]["state"] for s in ("shards", "ngram")} == {
-            "shards": "completed", "ngram": "completed"}
+        rows = {row["stage"]: row for row in summary["stages"]}  # one row per stage, in pipeline order
+        assert {s: rows[s]["state"] for s in ("shards", "ngram")} == {"shards": "completed", "ngram": "completed"}
         # byte-identical to the local run, as the README says: the same n-gram figures
-        figures = {k: v for k, v in summary["stages"]["ngram"]["metrics"].items() if k.endswith((".valid_perplexity", ".valid_bits_per_byte"))}
+        figures = {k: v for k, v in rows["ngram"]["metrics"].items()
+                   if k.endswith((".valid_perplexity", ".valid_bits_per_byte"))}
         assert figures and figures == {k: by_stage["ngram"].data.metrics[k] for k in figures}
         with SyncPrefectClient(stack.prefect) as client:
             pieces = [tr.name for tr in client.read_task_runs(
