@@ -5,19 +5,19 @@ Issue 17, bar 1. The script
 1. runs ``arpipe run --json`` once in a fresh work dir (``clean/``) and records each stage's key and
    output digest and how long the run took (T);
 2. in another work dir (``killed/``), starts ``arpipe run`` again and again and SIGKILLs its process
-   group (the CLI and the Prefect server it started) at a moment drawn uniformly from [0.3 s, 0.9 E],
-   where E is how long this run would take whole (the clean run's start-up plus its stages' seconds from
-   the first one the run recomputes), until ``--trials`` runs have been killed or ``--max-minutes`` have
-   passed. A run that ends before its kill moment is recorded and not counted. Plain runs continue the
-   work dir (resumable stages resume); once it is complete, the next run is ``arpipe run --from STAGE``
-   for a random stage, whose kills land in recomputed work (a forced recompute resumes its own
-   ``.partial`` build and must never damage the committed output it replaces), and after a killed
-   forced run a plain run follows half of the time. A plain run on the complete dir reuses every stage,
-   so its kill moment is drawn from the median length of such runs seen so far (the start-up alone
-   before the first);
+   group (the CLI and the Prefect server it started) until ``--trials`` runs have been killed or
+   ``--max-minutes`` have passed: one kill in five during the start-up (uniform in [0.3 s, 0.9 x the
+   median time to the flow's start]), the others after the log says ``Beginning flow run``, at a moment
+   uniform over the stage seconds this run recomputes (by the clean run's; at least 1 s, which covers a
+   cached run's lookups, evaluate's reuse and register). A run that ends before its kill moment is
+   recorded and not counted. Plain runs continue the work dir (resumable stages resume); once it is
+   complete, the next run is ``arpipe run --from STAGE`` for a random stage, whose kills land in
+   recomputed work (a forced recompute resumes its own ``.partial`` build and must never damage the
+   committed output it replaces), and after a killed forced run a plain run follows half of the time;
 3. runs ``arpipe run --json`` in ``killed/`` to the end and compares every stage's key and output digest
-   with the clean run's; prints one JSON line per trial (kill moment, the stages the killed run had
-   finished, what it printed last) and a summary, and exits 1 if any digest differs.
+   with the clean run's; prints one JSON line per trial (phase, kill moment, the stage tasks the killed
+   run had finished, what it printed last) and a summary (kills per interrupted stage), and exits 1 if
+   any digest differs.
 
 Both work dirs have their own MLflow SQLite store and Prefect home. The corpus is the first
 ``--corpus-bytes`` of the bundled Tiny Shakespeare (cut at a paragraph) and the config is small
@@ -77,26 +77,46 @@ def outputs(summary: dict) -> dict[str, tuple[str, str]]:
     return out
 
 
-def killed_run(work: Path, sets: list[str], extra: list[str], at: float) -> dict:
-    """Start a run, SIGKILL its process group ``at`` seconds in; what it had done by then."""
+def _finished_tasks(text: list[str]) -> list[str]:
+    """Stage task runs the log says finished (``Task run 'rnn-3f2' - Finished in state ...``)."""
+    out = []
+    for line in text:
+        if "Task run '" in line and "Finished in state" in line:
+            name = line.split("Task run '", 1)[1].split("'", 1)[0]  # "rnn a5978c86b4dc974b" (stage, key)
+            out.append(name.split(" ", 1)[0])
+    return out
+
+
+def killed_run(work: Path, sets: list[str], extra: list[str], phase: str, at: float) -> dict:
+    """Start a run and SIGKILL its process group: ``at`` seconds after it starts (``phase`` "startup": the
+    CLI, the temporary Prefect server, the flow's set-up) or ``at`` seconds after the flow began
+    (``phase`` "stages": the log's ``Beginning flow run``), so most kills land in stage work; what it had
+    done by then, from its log."""
     log = work.parent / "last-run.log"
     t0 = time.monotonic()
+    began = None
     with open(log, "w") as out:
         p = subprocess.Popen(_cmd(work, sets, *extra), cwd=ROOT, env=_env(work), stdout=out,
                              stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            p.wait(timeout=at)
-            killed = False
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            killed = True
+        deadline = t0 + at if phase == "startup" else None
+        while p.poll() is None:
+            now = time.monotonic()
+            if deadline is None and "Beginning flow run" in log.read_text(errors="replace"):
+                began = now - t0
+                deadline = now + at
+            if deadline is not None and now >= deadline:
+                os.killpg(p.pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        p.wait()
+        killed = p.returncode == -signal.SIGKILL
     elapsed = time.monotonic() - t0
     text = log.read_text(errors="replace").splitlines()
-    done = [line.split()[0] for line in text if line.split()[:1] and line.split()[0] in STAGE_ORDER
-            and len(line.split()) > 1 and line.split()[1] in ("completed", "cached")]
-    return {"killed": killed, "rc": p.returncode, "at_s": round(at, 2), "run_s": round(elapsed, 2), "mode": " ".join(extra) or "run",
-            "stages_done": done, "last_line": text[-1][:160] if text else ""}
+    finished = _finished_tasks(text)
+    return {"killed": killed, "rc": p.returncode, "phase": phase, "at_s": round(at, 2),
+            "flow_began_s": None if began is None else round(began, 2), "run_s": round(elapsed, 2),
+            "mode": " ".join(extra) or "run", "tasks_finished": finished,
+            "last_line": text[-1][:160] if text else ""}
 
 
 def main() -> int:
@@ -134,15 +154,14 @@ def main() -> int:
     startup = max(seconds - sum(stage_s.values()), 5.0) if not args.keep_clean else seconds  # a cached rerun
     print(json.dumps({"clean_run_s": round(seconds, 1), "stage_s": stage_s, "stages": reference}), flush=True)
 
-    cached_runs: list[float] = []  # how long plain runs on the complete dir took (start-up, every stage cached)
+    flow_began: list[float] = []  # seconds from start to "Beginning flow run", per run that got there
 
-    def whole(first: str | None) -> float:
-        """How long a run takes whole: recomputing from ``first`` by the clean run's stage seconds, or
-        (``first`` None, the dir complete) a cached run, by the median of those seen so far."""
-        base = sorted(cached_runs)[len(cached_runs) // 2] if cached_runs else startup
-        if first is None:
-            return base
-        return base + sum(stage_s[n] for n in names[names.index(first):])
+    def startup_s() -> float:
+        return sorted(flow_began)[len(flow_began) // 2] if flow_began else startup
+
+    def work_s(first: str | None) -> float:
+        """Stage seconds of a run recomputing from ``first``; ``None``: every stage cached."""
+        return 0.0 if first is None else sum(stage_s[n] for n in names[names.index(first):])
 
     t0 = time.monotonic()
     kills, trials, complete = 0, [], False
@@ -150,16 +169,19 @@ def main() -> int:
         forced = complete and (not trials[-1]["killed"] or trials[-1]["mode"] == "run" or rng.random() < 0.5)
         first = rng.choice([n for n in STAGE_ORDER if n in names]) if forced else names[0]
         extra = ["--from", first] if forced else []
-        expect = whole(first if forced or not complete else None)
-        trial = killed_run(work, sets, extra, rng.uniform(0.3, max(0.9 * expect, 0.6)))
+        if rng.random() < 0.2:  # in the start-up, before the flow runs any stage
+            trial = killed_run(work, sets, extra, "startup", rng.uniform(0.3, max(0.9 * startup_s(), 0.6)))
+        else:  # in stage work: the stages this run recomputes, by the clean run's seconds (cached: lookups)
+            trial = killed_run(work, sets, extra, "stages", rng.uniform(0.0, max(0.95 * work_s(
+                first if forced or not complete else None), 1.0)))
         trials.append(trial)
+        if trial["flow_began_s"] is not None:
+            flow_began.append(trial["flow_began_s"])
         kills += trial["killed"]
         if not trial["killed"]:
             if trial["rc"] != 0:
                 print(json.dumps({"trial": len(trials), **trial}), flush=True)
                 sys.exit(f"error: an unkilled run failed (exit {trial['rc']}): {trial['last_line']}")
-            if complete and not forced:
-                cached_runs.append(trial["run_s"])
             complete = True
         print(json.dumps({"trial": len(trials), "kills": kills, **trial}), flush=True)
 
@@ -167,7 +189,14 @@ def main() -> int:
     got = outputs(final)
     differ = sorted(s for s in reference if got.get(s) != reference[s])
     states = {s["stage"]: s["state"] for s in final["stages"]}
-    print(json.dumps({"kills": kills, "runs": len(trials), "finished_before_kill": len(trials) - kills,
+    where: dict[str, int] = {}  # the stage each kill interrupted (the first not yet finished), or start-up
+    for t in trials:
+        if t["killed"]:
+            at = "start-up" if t["flow_began_s"] is None else next(
+                (n for n in STAGE_ORDER if n in names and n not in t["tasks_finished"]), "register")
+            where[at] = where.get(at, 0) + 1
+    print(json.dumps({"kills": kills, "kills_by_stage": where, "runs": len(trials),
+                      "finished_before_kill": len(trials) - kills,
                       "final_states": states, "stages_compared": sorted(reference), "differ": differ}), flush=True)
     return 1 if differ else 0
 

@@ -133,6 +133,11 @@ def _failure(e: BaseException) -> tuple[str, int]:
         return str(e), 3
     if isinstance(e, ArpipeError):
         return str(e), 1
+    from flows.prefect_api import api_lost, api_url, lost_api
+
+    if lost_api(e):  # between stages, or the flow's own state reports
+        return str(api_lost(api_url(), None, [])).replace(
+            "no stage output was committed by this run", "every stage output committed so far is kept"), 1
     # a bug, not bad input: still one line here, details in the Prefect logs
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (see the log above)", 1
 

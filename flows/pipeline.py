@@ -34,6 +34,7 @@ from arcore.retention import hold_for_run
 from arcore.runs import record_run
 from arcore.stage import config_differences, require_latest
 from flows.logs import quiet_user_errors
+from flows.prefect_api import api_lost, api_url, lost_api
 from flows.stages import STAGE_NAMES, STAGES, Stage, get_stage, make_context, upstream_names
 from tasks.contract import StageRef, StageResult
 from tasks.fanout import fan_out
@@ -128,7 +129,13 @@ def _run_stage(stage: Stage, config: PipelineConfig, tracker: Tracker, parent: s
     child = tracker.start_stage_run(parent, stage.name, config.section(stage.name))
     ctx = make_context(stage, config, upstream, force=force, mlflow_run_id=child, flow_run_id=flow_run_id)
     t0 = time.perf_counter()
-    state = stage.task(ctx, return_state=True)
+    try:
+        state = stage.task(ctx, return_state=True)
+    except Exception as e:  # the task engine reports states to the API: its going away surfaces here
+        if not lost_api(e):
+            raise
+        committed = [str(ctx.dir.path)] if ctx.dir.manifest() is not None else []
+        raise api_lost(api_url(), stage.name, committed) from None
     if state.is_failed():
         results.append({"stage": stage.name, "state": "failed", "seconds": time.perf_counter() - t0,
                         "output_dir": str(ctx.dir.path), "metrics": {}, "mlflow_run_id": child})
