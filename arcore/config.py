@@ -11,6 +11,7 @@ is validated before any work starts; an error names the key and what is allowed:
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -41,7 +42,10 @@ class TrackingConfig(BaseModel):
 
     uri: Optional[str] = None
     experiment: str = Field("arpipe", min_length=1)
-    ui_url: str = Field("http://127.0.0.1:5000", description="MLflow UI base, for links in Prefect")
+    ui_url: str = Field(
+        default_factory=lambda: os.environ.get("ARPIPE_MLFLOW_UI_URL") or "http://127.0.0.1:5000",
+        description="MLflow UI base, for links in Prefect: where a browser reaches the server, which may differ "
+        "from uri (docker-compose.yml sets $ARPIPE_MLFLOW_UI_URL, the default, to its published port)")
     request_timeout_s: int = Field(5, ge=1, le=600)
     request_max_retries: int = Field(1, ge=0, le=10)
     max_logged_model_mb: Optional[int] = Field(

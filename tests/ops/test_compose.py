@@ -78,6 +78,8 @@ def test_worker_runs_this_projects_flows_on_a_process_pool(compose):
     assert "prefect worker start" in cmd and "--type process" in cmd and "--pool" in cmd
     assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
     assert worker["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # links in Prefect open in the host's browser: the published port, not the service name
+    assert worker["environment"]["ARPIPE_MLFLOW_UI_URL"] == "http://127.0.0.1:${MLFLOW_PORT:-5000}"
     assert worker["build"]["dockerfile"] == "Dockerfile" and worker["working_dir"] == "/app"
     pool = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"][0]["work_pool"]["name"]
     assert "${PREFECT_WORK_POOL:-" + pool + "}" in cmd

@@ -154,7 +154,8 @@ def ready(url: str) -> bool:
 def test_stack_builds_starts_runs_a_deployment_survives_a_database_restart_and_scales_on_dask(tmp_path):
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
+                                                FlowRunFilter, FlowRunFilterId)
 
     stack = Stack(tmp_path)
     timings: dict[str, float] = {}
@@ -184,6 +185,10 @@ def test_stack_builds_starts_runs_a_deployment_survives_a_database_restart_and_s
             state = wait_final(client, flow_run.id)
             timings["pipeline run"] = time.monotonic() - t
             assert state.is_completed(), (state, stack.logs())
+            # the flow run's "MLflow run" link opens the server where the host's browser reaches it
+            links = client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]), key=ArtifactFilterKey(any_=["mlflow-run"])))
+            assert links and f"({stack.mlflow}/#/experiments/" in links[0].data, [a.data for a in links]
 
         # its MLflow runs are on the server: the parent, a child per stage, artifacts served over HTTP
         mlflow = MlflowClient(tracking_uri=stack.mlflow)
