@@ -120,6 +120,29 @@ def hold_for_run(work_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+SETUP_LOCK = ".setup.lock"
+_setup_held: list = []  # the open lock file while this process holds the set-up lock
+
+
+def hold_setup(work_dir: Path) -> None:
+    """Take ``<work_dir>/.setup.lock`` exclusively (waiting for another run's set-up to end), until
+    ``release_setup``: a run's set-up (the Prefect home's database migrations when its temporary server
+    starts, the MLflow store's tables on the first request) is not safe to run twice at once on one
+    fresh work dir (SQLite errors from both), so runs pass through it one at a time."""
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    f = open(Path(work_dir) / SETUP_LOCK, "a")
+    fcntl.flock(f, fcntl.LOCK_EX)
+    _setup_held.append(f)
+
+
+def release_setup() -> None:
+    """End this process's set-up (no-op when it holds none: a deployment's run, a flow called directly)."""
+    while _setup_held:
+        f = _setup_held.pop()
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
 @contextmanager
 def exclusive_for_gc(work_dir: Path) -> Iterator[None]:
     """Hold ``<work_dir>/.run.lock`` exclusively for a gc, or refuse at once while a run holds it."""

@@ -161,6 +161,26 @@ def require_latest(work_dir: Path, stage: str) -> StageDir:
     return d
 
 
+def wait_for_writer(d: StageDir, notice: Optional[Callable[[], None]] = None) -> bool:
+    """If another process is building ``d`` (holds its ``.lock-<key>``), block until it ends; True if
+    it waited (``notice`` is called once first). Two runs of one config then share one build: the
+    second reuses what the first committed instead of failing or building it again."""
+    lock = d.root / f".lock-{d.key}"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if notice is not None:
+                notice()
+            fcntl.flock(f, fcntl.LOCK_EX)
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
 @contextmanager
 def _lock(d: StageDir) -> Iterator[None]:
     d.root.mkdir(parents=True, exist_ok=True)

@@ -108,15 +108,20 @@ def execute(cfg: PipelineConfig, json_out: bool, **mode) -> None:
     # Prefect turns SIGTERM into TerminationSignal inside the flow (which marks the MLflow runs KILLED),
     # then restores the handler it found and re-sends the signal: this one, so the run ends with a line
     signal.signal(signal.SIGTERM, _raise_terminated)
+    from arcore.retention import hold_setup, release_setup
+
+    hold_setup(Path(cfg.work_dir))  # released by the flow once its stores are set up (or below)
     try:
         summary = pipeline(config=cfg, **mode)
     except (Terminated, KeyboardInterrupt, Exception) as e:
+        release_setup()
         message, code = _failure(e)
         if json_out:  # scripts get what finished, and the error line, on stdout as on success
             partial = failed_summary(e) or {"flow_run_id": None, "mlflow_run_id": None, "runner": cfg.runner,
                                             "stages": [], "registry": []}
             typer.echo(json.dumps({**partial, "error": message, "exit_code": code}, indent=2))
         raise fail(message, code)
+    release_setup()
     if json_out:
         typer.echo(json.dumps(summary, indent=2))
     else:

@@ -30,7 +30,7 @@ from prefect.runtime import deployment, flow_run
 from arcore.config import PipelineConfig
 from arcore.errors import ConfigError, GateFailed
 from arcore.generate import export_bundle, exportable
-from arcore.retention import hold_for_run
+from arcore.retention import hold_for_run, release_setup
 from arcore.runs import record_run
 from arcore.stage import config_differences, require_latest
 from flows.logs import quiet_user_errors
@@ -60,6 +60,7 @@ def _pipeline(config: PipelineConfig, rerun_from: Optional[str], only: Optional[
             raise ConfigError(f"stage {name!r} is a model stage not listed in models {config.models}; add it")
     tracker = Tracker(config.tracking)
     tracker.check()
+    release_setup()  # the Prefect API is up and the MLflow store set up: another run may start its own
     tracker.end_orphaned_runs()  # runs a SIGKILLed arpipe process left RUNNING
     flow_run_id, flow_run_name = flow_run.get_id(), flow_run.get_name()
     mode = f"only:{only}" if only else f"from:{rerun_from}" if rerun_from else "run"

@@ -14,13 +14,14 @@ manifest (``stage_task``); the run summary and the MLflow child run (``cached=tr
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from pydantic import BaseModel
 
-from arcore.stage import Progress, StageDir, StageOutput, build
+from arcore.stage import Progress, StageDir, StageOutput, build, wait_for_writer
 from tasks.progress import stage_progress
 
 
@@ -105,6 +106,9 @@ def run_stage(
     t0 = time.perf_counter()
     d = ctx.dir
     manifest = None if ctx.force else d.manifest()
+    if manifest is None and not ctx.force and wait_for_writer(d, lambda: logging.getLogger("arpipe").warning(
+            "%s: output %s is being built by another run; waiting for it to reuse it", ctx.stage, ctx.key)):
+        manifest = d.manifest()  # None if that run failed or was killed: build it here
     state = "cached"
     if manifest is None:
         progress = stage_progress(ctx.stage)
