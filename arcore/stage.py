@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from arcore import __version__
 from arcore.errors import StageError
-from arcore.io import atomic_write_json, atomic_write_text, digest_strings, fsync_dir, sha256_file
+from arcore.io import DigestCache, atomic_write_json, atomic_write_text, digest_strings, fsync_dir, sha256_file
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
@@ -161,6 +161,41 @@ def require_latest(work_dir: Path, stage: str) -> StageDir:
     return d
 
 
+DIGESTS = ".digests.json"  # in the work dir: sha256 of files by (path, size, mtime), arcore.io.DigestCache
+
+
+def damaged_file(d: StageDir, m: Manifest, cache: Optional[DigestCache] = None) -> Optional[str]:
+    """Why a complete output cannot be trusted, naming the first file whose size or sha256 differs from
+    its manifest, or None when every file matches. Cheap on reuse: ``build`` records each committed
+    file's digest by (path, size, mtime) in the work dir's digest cache, so an untouched file costs a
+    ``stat``; a file changed since (a write, a restore from a backup) is hashed again."""
+    cache = cache or DigestCache(Path(d.work_dir) / DIGESTS)
+    try:
+        for name, meta in sorted(m.files.items()):
+            path = d.path / name
+            try:
+                size = path.stat().st_size
+            except OSError:
+                return f"{name} is missing"
+            if size != meta["bytes"]:
+                return f"{name} has {size} bytes, its manifest says {meta['bytes']}"
+            if cache.sha256(path) != meta["sha256"]:
+                return f"{name} does not match the sha256 in its manifest"
+        return None
+    finally:
+        cache.save()
+
+
+def _remember_digests(d: StageDir, files: Mapping[str, Mapping[str, Any]]) -> None:
+    cache = DigestCache(Path(d.work_dir) / DIGESTS)
+    for name, meta in files.items():
+        path = d.path / name
+        st = path.stat()
+        cache.entries[str(path.resolve())] = [st.st_size, st.st_mtime_ns, meta["sha256"]]
+    cache.dirty = True
+    cache.save()
+
+
 def wait_for_writer(d: StageDir, notice: Optional[Callable[[], None]] = None) -> bool:
     """If another process is building ``d`` (holds its ``.lock-<key>``), block until it ends; True if
     it waited (``notice`` is called once first). Two runs of one config then share one build: the
@@ -234,6 +269,7 @@ def build(
         fsync_dir(d.partial)
         _swap_into_place(d)
         atomic_write_text(d.root / LATEST, d.key + "\n")
+        _remember_digests(d, files)
         return manifest
 
 

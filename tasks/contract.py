@@ -21,7 +21,9 @@ from typing import Any, Callable, Optional
 
 from pydantic import BaseModel
 
-from arcore.stage import Progress, StageDir, StageOutput, build, wait_for_writer
+from arcore.io import atomic_write_text
+from arcore.stage import (LATEST, Progress, StageDir, StageOutput, build, damaged_file, latest,
+                          wait_for_writer)
 from tasks.progress import stage_progress
 
 
@@ -109,6 +111,14 @@ def run_stage(
     if manifest is None and not ctx.force and wait_for_writer(d, lambda: logging.getLogger("arpipe").warning(
             "%s: output %s is being built by another run; waiting for it to reuse it", ctx.stage, ctx.key)):
         manifest = d.manifest()  # None if that run failed or was killed: build it here
+    if manifest is not None:
+        problem = damaged_file(d, manifest)
+        if problem is not None:  # a reused output is read as it was committed, or rebuilt
+            logging.getLogger("arpipe").warning("%s: output %s is damaged (%s); rebuilding it", ctx.stage,
+                                                ctx.key, problem)
+            manifest = None
+        elif latest(Path(ctx.work_dir), ctx.stage) is None:  # LATEST dangling (its output removed): repair
+            atomic_write_text(d.root / LATEST, d.key + "\n")
     state = "cached"
     if manifest is None:
         progress = stage_progress(ctx.stage)
