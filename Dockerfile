@@ -83,5 +83,10 @@ RUN useradd --create-home --uid 1000 arpipe \
     && mkdir -p /app/work /app/data /srv/mlartifacts \
     && chown -R arpipe:arpipe /app /srv/mlartifacts
 
+# The Prefect server writes its UI bundle (with the served base URL filled in) on start; by default into
+# the prefect package in /opt/venv, which the arpipe user cannot write: the UI would answer 404.
+RUN mkdir -p /opt/prefect-ui && chown arpipe:arpipe /opt/prefect-ui
+ENV PREFECT_SERVER_UI_STATIC_DIRECTORY=/opt/prefect-ui
+
 USER arpipe
 CMD ["arpipe", "--help"]

@@ -80,6 +80,7 @@ def test_worker_runs_this_projects_flows_on_a_process_pool(compose):
     assert worker["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     # links in Prefect open in the host's browser: the published port, not the service name
     assert worker["environment"]["ARPIPE_MLFLOW_UI_URL"] == "http://127.0.0.1:${MLFLOW_PORT:-5000}"
+    assert worker["environment"]["PREFECT_UI_URL"] == "http://127.0.0.1:${PREFECT_PORT:-4200}"
     assert worker["build"]["dockerfile"] == "Dockerfile" and worker["working_dir"] == "/app"
     pool = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"][0]["work_pool"]["name"]
     assert "${PREFECT_WORK_POOL:-" + pool + "}" in cmd

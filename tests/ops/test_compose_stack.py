@@ -168,6 +168,12 @@ def test_stack_builds_starts_runs_a_deployment_survives_a_database_restart_and_s
         timings["up"] = time.monotonic() - t
         health = stack.wait_healthy(SERVICES)
         assert health == dict.fromkeys(SERVICES, "healthy"), (health, stack.logs())
+        # both UIs are served (the Prefect server writes its UI bundle where its user may write)
+        prefect_ui = stack.prefect.removesuffix("/api")
+        assert httpx.get(f"{prefect_ui}/", timeout=10).status_code == 200
+        ui_settings = httpx.get(f"{prefect_ui}/ui-settings", timeout=10).json()
+        assert ui_settings["available_uis"] and ui_settings["api_url"] == stack.prefect, ui_settings
+        assert httpx.get(f"{stack.mlflow}/", timeout=10).status_code == 200
 
         # the deployments, registered from the worker's container (the image holds prefect.yaml)
         stack.compose("exec", "-T", "worker", "prefect", "--no-prompt", "deploy", "--all")
