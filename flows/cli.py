@@ -128,6 +128,19 @@ def execute(cfg: PipelineConfig, json_out: bool, **mode) -> None:
         print_summary(summary)
 
 
+def _full_disk(e: BaseException) -> Optional[OSError]:
+    import errno
+
+    seen: set[int] = set()
+    exc: Optional[BaseException] = e
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _failure(e: BaseException) -> tuple[str, int]:
     """The one ``error:`` line and the exit code of a run that ended with ``e``."""
     if isinstance(e, Terminated):
@@ -138,6 +151,11 @@ def _failure(e: BaseException) -> tuple[str, int]:
         return str(e), 3
     if isinstance(e, ArpipeError):
         return str(e), 1
+    full = _full_disk(e)
+    if full is not None:  # outside a stage's build (which says which stage): a store, a cache, a log
+        where = f" writing {full.filename}" if full.filename else ""
+        return (f"no space left on the device{where}; committed stage outputs are intact: free space "
+                "(`arpipe gc --keep N`) or move work_dir / the stores to a bigger disk, then rerun"), 1
     from flows.prefect_api import api_lost, api_url, lost_api
 
     if lost_api(e):  # between stages, or the flow's own state reports

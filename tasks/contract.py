@@ -13,6 +13,7 @@ manifest (``stage_task``); the run summary and the MLflow child run (``cached=tr
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import time
@@ -21,8 +22,9 @@ from typing import Any, Callable, Optional
 
 from pydantic import BaseModel
 
+from arcore.errors import StageError
 from arcore.io import atomic_write_text
-from arcore.stage import (LATEST, Progress, StageDir, StageOutput, build, damaged_file, latest,
+from arcore.stage import (LATEST, Manifest, Progress, StageDir, StageOutput, build, damaged_file, latest,
                           wait_for_writer)
 from tasks.progress import stage_progress
 
@@ -98,6 +100,22 @@ def stage_task(name: str):
     return decorate
 
 
+def _build_reporting_full_disk(ctx: StageContext, d: StageDir, compute: Callable[[Path], StageOutput],
+                              **kw) -> "Manifest":
+    """``build``, with a full disk (ENOSPC, EDQUOT) said in one line that names where: committed outputs
+    are untouched (a build writes only its ``.partial-<key>``), so freeing space and rerunning continues."""
+    try:
+        return build(d, compute, **kw)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        what = f" writing {e.filename}" if e.filename else ""
+        raise StageError(
+            f"no space left on the device of {d.root} during stage {ctx.stage}{what}; committed outputs are "
+            f"intact and the partial build is in {d.partial}: free space (`arpipe gc --keep N`) or set "
+            "work_dir on a bigger disk, then rerun") from None
+
+
 def run_stage(
     ctx: StageContext,
     compute: Callable[[Path, Progress], StageOutput],
@@ -123,8 +141,8 @@ def run_stage(
     if manifest is None:
         progress = stage_progress(ctx.stage)
         try:
-            manifest = build(
-                d,
+            manifest = _build_reporting_full_disk(
+                ctx, d,
                 lambda out_dir: compute(out_dir, progress),
                 config=ctx.config,
                 upstream=ctx.upstream_digests,
