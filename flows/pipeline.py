@@ -27,9 +27,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import deployment, flow_run
 
-from arcore.config import PipelineConfig
+from arcore.config import PipelineConfig, config_to_yaml
 from arcore.errors import ConfigError, GateFailed
 from arcore.generate import export_bundle, exportable
+from arcore.io import atomic_write_text
+from arcore.report import build_report
 from arcore.retention import hold_for_run, release_setup
 from arcore.runs import record_run
 from arcore.stage import config_differences, require_latest
@@ -98,8 +100,9 @@ def _pipeline(config: PipelineConfig, rerun_from: Optional[str], only: Optional[
     gate = [d for d in decisions if d["gate_failed"]]
     tracker.client.set_tag(parent, "arpipe.gate", "failed" if gate else "passed")
     tracker.end_run(parent, "FAILED" if gate else "FINISHED")
-    record_run(config.work_dir, summary, mode)
+    record = record_run(config.work_dir, summary, mode)
     _publish(tracker, parent, summary)
+    _report(tracker, parent, config, summary, record)
     if gate:
         failed = GateFailed("evaluation gate failed: " + "; ".join(f"{d['model']}: {d['reason']}" for d in gate))
         setattr(failed, SUMMARY, summary)
@@ -199,6 +202,18 @@ def _latest_ref(config: PipelineConfig, stage: str) -> StageRef:
             "%s: using its latest output %s, built with other settings than this config (%s); run `arpipe run` "
             "to build the configured %s first", stage, d.key, "; ".join(differences[:5]), stage)
     return StageRef(stage=stage, key=d.key, path=str(d.path), digest=manifest.digest)
+
+
+def _report(tracker: Tracker, parent: str, config: PipelineConfig, summary: dict, record: Path) -> None:
+    """The run report (``arcore.report``): beside the run record in the work dir, on the parent run, and
+    as a Prefect artifact (Markdown: charts are embedded in the HTML only)."""
+    report = build_report({**summary, "flow_run_name": flow_run.get_name()}, config_to_yaml(config))
+    stem = record.with_suffix("")
+    atomic_write_text(stem.with_name(stem.name + ".report.md"), report.markdown)
+    atomic_write_text(stem.with_name(stem.name + ".report.html"), report.html)
+    tracker.log_text(parent, report.markdown, "report.md")
+    tracker.log_text(parent, report.html, "report.html")
+    create_markdown_artifact(key="run-report", markdown=report.markdown, description="the run report")
 
 
 def _publish(tracker: Tracker, parent: str, summary: dict) -> None:
