@@ -58,7 +58,9 @@ def test_servers_use_postgres_and_start_after_it_is_healthy(compose):
     assert "@postgres:5432/prefect" in s["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     mlflow = command_text(s["mlflow"])
     # the driver named, and installed in the image (SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3)
-    assert re.search(r'--backend-store-uri "?postgresql\+psycopg://\S+@postgres:5432/mlflow', mlflow)
+    assert re.search(r'MLFLOW_BACKEND_STORE_URI="?postgresql\+psycopg://\S+@postgres:5432/mlflow', mlflow)
+    # the URI holds the password: in the environment, not on mlflow's command line (`ps` shows argv)
+    assert "--backend-store-uri" not in mlflow and "$${POSTGRES_PASSWORD}" in mlflow
     assert "--timeout-worker-healthcheck" in mlflow  # uvicorn's 5 s default crash-loops a busy host
     assert "--serve-artifacts" in mlflow
     destination = re.search(r"--artifacts-destination (\S+)", mlflow).group(1)
