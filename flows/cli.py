@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from arcore.errors import ArpipeError, ConfigError, GateFailed
+from flows.stage_names import STAGE_NAMES
 
 if TYPE_CHECKING:  # imported where used: `arpipe --help` and `--version` load no stage library
     from arcore.config import PipelineConfig
 
+_STAGES_HELP = " | ".join(STAGE_NAMES)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Train and compare autoregressive language models, from raw text to generated text.")
@@ -189,7 +191,8 @@ def print_summary(summary: dict) -> None:
 
 @app.command()
 def run(
-    from_: Optional[str] = typer.Option(None, "--from", help="recompute this stage and all later ones"),
+    from_: Optional[str] = typer.Option(None, "--from", metavar="STAGE",
+                                        help=f"recompute this stage and all later ones: {_STAGES_HELP}"),
     config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, json_out: bool = JsonOpt,
     runner: Optional[str] = RunnerOpt,
 ) -> None:
@@ -202,7 +205,7 @@ def run(
 
 @app.command()
 def stage(
-    name: str = typer.Argument(..., help="stage to recompute"),
+    name: str = typer.Argument(..., metavar="STAGE", help=f"the stage to recompute: {_STAGES_HELP}"),
     config: Optional[Path] = ConfigOpt, set_: list[str] = SetOpt, json_out: bool = JsonOpt,
     runner: Optional[str] = RunnerOpt,
 ) -> None:
@@ -251,8 +254,6 @@ _mount_subcommands()
 def _check_stage(name: Optional[str]) -> None:
     if name is None:
         return
-    from flows.stages import STAGE_NAMES
-
     if name not in STAGE_NAMES:
         raise fail(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}", 2)
 

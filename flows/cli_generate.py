@@ -64,17 +64,17 @@ def generate_command(
     model: str = ModelOpt,
     strategy: str = typer.Option("sample", "--strategy", "-s", help="greedy | sample | top-k | top-p | beam"),
     prompt: str = typer.Option("", "--prompt", help="text to continue ('' starts a new document)"),
-    temperature: float = typer.Option(1.0, "--temperature", "-t"),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="divide the logits by this before sampling (< 1: sharper, > 1: flatter)"),
     k: Optional[int] = typer.Option(None, "--k", help="top-k: keep the k most likely tokens"),
     p: Optional[float] = typer.Option(None, "--p", help="top-p: keep the smallest set with mass >= p"),
-    beam_width: int = typer.Option(4, "--beam-width"),
+    beam_width: int = typer.Option(4, "--beam-width", help="beam: hypotheses kept per step"),
     length_penalty: float = typer.Option(0.6, "--length-penalty", help="beam: GNMT length penalty alpha"),
     n: int = typer.Option(1, "--n", help="samples to draw, or beam hypotheses to print"),
-    max_tokens: int = typer.Option(64, "--max-tokens"),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="tokens to generate at most"),
     min_tokens: int = typer.Option(0, "--min-tokens", help="forbid </s> before this many tokens"),
-    seed: int = typer.Option(0, "--seed"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False),
-    set_: list[str] = typer.Option([], "--set"),
+    seed: int = typer.Option(0, "--seed", help="random seed of the sampling strategies"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False, help="TOML or YAML config file (work_dir, tracking)"),
+    set_: list[str] = typer.Option([], "--set", help="override: section.key=value (repeatable)"),
 ) -> None:
     """Continue --prompt with a trained model and one decoding strategy."""
     from flows.cli import fail
@@ -126,9 +126,9 @@ def score_command(
     file: Path = typer.Argument(..., help="text file to score", dir_okay=False),
     model: str = ModelOpt,
     unit: str = typer.Option("paragraph", "--unit", help="documents: line | paragraph | file"),
-    json_out: bool = typer.Option(False, "--json"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False),
-    set_: list[str] = typer.Option([], "--set"),
+    json_out: bool = typer.Option(False, "--json", help="print the figures as JSON"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False, help="TOML or YAML config file (work_dir, tracking)"),
+    set_: list[str] = typer.Option([], "--set", help="override: section.key=value (repeatable)"),
 ) -> None:
     """Perplexity and bits per byte of a text file under a trained model."""
     import json

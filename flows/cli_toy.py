@@ -28,7 +28,7 @@ def binary_addition(
     eval_samples: Optional[int] = typer.Option(None, help="test pairs per bit width; default: AdditionConfig's"),
     track: bool = typer.Option(True, help="log params and metrics to MLflow (experiment 'arpipe-toys')"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", dir_okay=False, help="for tracking.uri"),
-    set_: list[str] = typer.Option([], "--set"),
+    set_: list[str] = typer.Option([], "--set", help="override: section.key=value (repeatable)"),
 ) -> dict:
     """Train an Elman RNN (2x16, 16x16, 16x1) to add 8-bit numbers; test it on 8 to 64 bits."""
     from flows.cli import fail, prepare

@@ -16,6 +16,7 @@ from arcore.ingest import inputs_digest
 from arcore.io import DigestCache
 from arcore.provenance import code_digest
 from arcore.stage import StageDir, stage_key
+from flows import stage_names
 from tasks.contract import StageContext, StageRef
 
 
@@ -63,6 +64,7 @@ STAGES: tuple[Stage, ...] = (
           exports=("mixture",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+assert STAGE_NAMES == stage_names.STAGE_NAMES, "flows/stage_names.py lists the stages of this table, in order"
 
 
 def get_stage(name: str) -> Stage:

@@ -79,3 +79,21 @@ def test_status_loads_neither_torch_prefect_nor_mlflow(tmp_path):
     assert [s["stage"] for s in stages][:3] == ["ingest", "tokenizer", "shards"]
     assert stages[0]["state"] == "missing"
     assert not {"torch", "prefect", "mlflow"} & set(result["heavy"])
+
+
+def test_every_option_and_argument_has_help():
+    """Issue 14 item 8: no option in any command's --help without a line saying what it does."""
+    import typer.main
+
+    from flows.cli import app
+
+    def commands(group, path=()):
+        for name, cmd in getattr(group, "commands", {}).items():
+            if getattr(cmd, "commands", None):
+                yield from commands(cmd, (*path, name))
+            else:
+                yield (*path, name), cmd
+
+    missing = [f"{' '.join(path)} {p.name}" for path, cmd in commands(typer.main.get_command(app))
+               for p in cmd.params if p.name != "help" and not getattr(p, "help", None)]
+    assert len(list(commands(typer.main.get_command(app)))) >= 10 and missing == []
