@@ -74,6 +74,24 @@ class StageResult(BaseModel):
         return StageRef(stage=self.stage, key=self.key, path=self.output_dir, digest=self.digest)
 
 
+def _metrics_artifact(result: StageResult) -> None:
+    """The stage's metrics and records as a table artifact of its task run (the Prefect UI's Artifacts
+    tab; key ``<stage>-metrics``, so each stage's latest table is one click away). Best effort: the API
+    is a side channel (tasks/progress.py)."""
+    from prefect.artifacts import create_table_artifact
+
+    rows = [{"name": k, "value": v} for k, v in sorted(result.metrics.items())]
+    rows += [{"name": k, "value": v} for k, v in sorted(result.records.items())]
+    if not rows:
+        return
+    try:
+        create_table_artifact(table=rows, key=f"{result.stage}-metrics",
+                              description=f"{result.stage} {result.key}: {result.state}")
+    except Exception as exc:
+        logging.getLogger("arpipe").warning("%s: its metrics table did not reach the Prefect API (%s)",
+                                            result.stage, type(exc).__name__)
+
+
 def stage_task(name: str):
     """The Prefect ``@task`` of a stage: no persisted result and no Prefect cache (see the module docstring).
 
@@ -88,6 +106,7 @@ def stage_task(name: str):
         @functools.wraps(fn)
         def body(ctx: StageContext):
             result = fn(ctx)
+            _metrics_artifact(result)
             if result.state != "cached":
                 return result
             from prefect.states import Completed

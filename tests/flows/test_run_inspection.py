@@ -63,12 +63,14 @@ def test_parent_run_carries_the_headline(runs):
     assert tags["arpipe.data_digest"] == ingest["digest"] == registered.tags["arpipe.data_digest"]
     assert tags["mlflow.source.name"] == "arpipe" and tags["mlflow.source.type"] == "LOCAL"
     assert tags["mlflow.user"] and tags["team"] == "lm"
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "summary.md"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "summary.md", "report.md",
+                                                                         "report.html"}
 
     # the cached rerun: same names and figures, and its summary.md although it registered nothing
     assert second["registry"] == []
     again = client.get_run(second["mlflow_run_id"])
-    assert {a.path for a in client.list_artifacts(again.info.run_id)} == {"config.yaml", "summary.md"}
+    assert {a.path for a in client.list_artifacts(again.info.run_id)} == {"config.yaml", "summary.md", "report.md",
+                                                                        "report.html"}
     assert set(again.data.metrics) == set(metrics)
     assert again.data.metrics["rnn.test.bits_per_byte"] == metrics["rnn.test.bits_per_byte"]
     assert again.data.tags["arpipe.data_digest"] == tags["arpipe.data_digest"]

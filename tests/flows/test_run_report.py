@@ -47,6 +47,13 @@ def test_every_run_writes_a_self_contained_report(prefect_harness, tmp_path, mlf
     names = {a.path for a in client.list_artifacts(summary["mlflow_run_id"])}
     assert {"report.md", "report.html", "summary.md", "config.yaml"} <= names
 
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as prefect:  # each stage's task run has its metrics as a table
+        tables = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["rnn-metrics"])))
+    assert tables and "best_valid_loss" in str(tables[0].data)
+
     again = pipeline(config=cfg)  # a cached run has its own report, all stages cached
     assert len(list((work / "runs").glob("*.report.html"))) == 2
     assert {s["state"] for s in again["stages"]} == {"cached"}
