@@ -196,24 +196,32 @@ def _remember_digests(d: StageDir, files: Mapping[str, Mapping[str, Any]]) -> No
     cache.save()
 
 
+def is_locked(path: Path) -> bool:
+    """Whether some open file holds an flock on ``path`` (which exists): an exclusive try fails."""
+    if not Path(path).exists():
+        return False
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
 def wait_for_writer(d: StageDir, notice: Optional[Callable[[], None]] = None) -> bool:
     """If another process is building ``d`` (holds its ``.lock-<key>``), block until it ends; True if
     it waited (``notice`` is called once first). Two runs of one config then share one build: the
     second reuses what the first committed instead of failing or building it again."""
     lock = d.root / f".lock-{d.key}"
-    if not lock.exists():
+    if not is_locked(lock):
         return False
+    if notice is not None:
+        notice()
     with open(lock, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if notice is not None:
-                notice()
-            fcntl.flock(f, fcntl.LOCK_EX)
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return True
+        fcntl.flock(f, fcntl.LOCK_EX)  # granted when the writer's build ends (commit, failure or kill)
         fcntl.flock(f, fcntl.LOCK_UN)
-        return False
+    return True
 
 
 @contextmanager

@@ -144,3 +144,17 @@ def client_env(prefect: Server, tmp_path: Path, **extra: str) -> dict[str, str]:
     home = tmp_path / "prefect-client-home"
     home.mkdir(exist_ok=True)
     return base_env(PREFECT_API_URL=prefect.url, PREFECT_HOME=str(home), **extra)
+
+
+def run_killing_during_rnn(cmd: list[str], env: dict[str, str], cwd: Path, work: Path, kill) -> tuple[int, str]:
+    """Run ``cmd`` (an ``arpipe run``), call ``kill()`` as soon as its rnn stage starts building (its
+    ``.partial-<key>`` exists), and wait for the run to end; (exit code, stderr)."""
+    run = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not list((work / "rnn").glob(".partial-*")):
+        assert run.poll() is None, run.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the rnn stage did not start within 600 s"
+        time.sleep(0.05)
+    kill()
+    _, stderr = run.communicate(timeout=600)
+    return run.returncode, stderr

@@ -16,6 +16,8 @@ import typer
 from typer.testing import CliRunner
 
 from arcore.config import load_config
+from arcore.retention import RUN_LOCK
+from arcore.stage import is_locked
 from flows.cli_ops import gc_command
 from flows.ops import prefect_result_storage
 from flows.pipeline import pipeline
@@ -85,22 +87,6 @@ def test_gc_keeps_last_run_and_latest(prefect_harness, tmp_path, mlflow_uri):
     assert bad.exit_code == 2 and "error: gc --keep 0: keep at least 1 run" in bad.output
 
 
-def _run_lock_held(work: Path) -> bool:
-    """Whether some open file holds ``<work>/.run.lock`` (a run in progress): an exclusive try fails."""
-    import fcntl
-
-    lock = work / ".run.lock"
-    if not lock.exists():
-        return False
-    with open(lock, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return False
-
-
 def test_gc_during_a_run_removes_nothing_and_the_run_completes(prefect_harness, tmp_path, mlflow_uri):
     """Issue 17: ``gc --keep 1`` while a run reads outputs the last run record does not list refuses with
     one line; the run finishes on its cached outputs; gc after it removes what that run did not use."""
@@ -130,7 +116,7 @@ def test_gc_during_a_run_removes_nothing_and_the_run_completes(prefect_harness, 
     thread = threading.Thread(target=run_a)
     thread.start()
     try:
-        while not _run_lock_held(work) and thread.is_alive():
+        while not is_locked(work / RUN_LOCK) and thread.is_alive():
             thread.join(0.005)
         assert thread.is_alive(), f"the run ended before gc could start: {result}"
         refused = CliRunner().invoke(app, ["gc", "--keep", "1", *sets])

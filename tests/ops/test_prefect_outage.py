@@ -14,10 +14,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from tests.conftest import FAST, write_corpus
-from tests.ops.conftest import base_env, prefect_server_process
+from tests.ops.conftest import base_env, prefect_server_process, run_killing_during_rnn
 
 ARPIPE = [sys.executable, "-m", "flows.cli", "run"]
 
@@ -32,18 +31,11 @@ def test_prefect_server_killed_during_rnn_stage(tmp_path):
             "--set=rnn.epochs=4", f"--set=tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     with prefect_server_process() as server:
         env = base_env(PREFECT_API_URL=server.url, PREFECT_HOME=str(home))
-        run = subprocess.Popen([*ARPIPE, *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 600
-        while not list((work / "rnn").glob(".partial-*")):
-            assert run.poll() is None, run.communicate()[1][-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        os.killpg(server.process.pid, signal.SIGKILL)
-        _, stderr = run.communicate(timeout=600)
+        code, stderr = run_killing_during_rnn([*ARPIPE, *args], env, tmp_path, work,
+                                              lambda: os.killpg(server.process.pid, signal.SIGKILL))
         url = server.url
 
-    assert run.returncode == 1, stderr[-3000:]
+    assert code == 1, stderr[-3000:]
     rnn_dir = work / "rnn" / (work / "rnn" / "LATEST").read_text().strip()
     assert (rnn_dir / "manifest.json").is_file() and (rnn_dir / "model" / "model.pt").is_file()
     last = stderr.strip().splitlines()[-1]

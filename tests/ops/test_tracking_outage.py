@@ -13,13 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST, write_corpus
-from tests.ops.conftest import client_env, mlflow_server_process
+from tests.ops.conftest import client_env, mlflow_server_process, run_killing_during_rnn
 
 ARPIPE = [sys.executable, "-m", "flows.cli", "run"]
 
@@ -32,18 +30,11 @@ def test_mlflow_server_killed_during_rnn_stage(prefect_server, tmp_path):
             "--set=ingest.test_fraction=0.1", "--set=ngram.order=2", *(f"--set={s}" for s in FAST),
             "--set=rnn.epochs=4", "--set=tracking.request_timeout_s=2"]
     with mlflow_server_process(store) as server:
-        run = subprocess.Popen([*ARPIPE, f"--set=tracking.uri={server.url}", *args], env=env, cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 600
-        while not list((work / "rnn").glob(".partial-*")):
-            assert run.poll() is None, run.communicate()[1][-3000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        os.killpg(server.process.pid, signal.SIGKILL)
-        _, stderr = run.communicate(timeout=600)
+        code, stderr = run_killing_during_rnn([*ARPIPE, f"--set=tracking.uri={server.url}", *args], env, tmp_path,
+                                              work, lambda: os.killpg(server.process.pid, signal.SIGKILL))
         url = server.url
 
-    assert run.returncode == 1, stderr[-3000:]
+    assert code == 1, stderr[-3000:]
     rnn_dir = work / "rnn" / (work / "rnn" / "LATEST").read_text().strip()
     assert stderr.strip().splitlines()[-1] == (
         f"error: the MLflow tracking store at {url} stopped answering during stage rnn; stage outputs are "
