@@ -48,8 +48,13 @@ def code_files(module: str) -> list[Path]:
     return sorted(p for n, p in seen.items() if n.split(".")[0] == ROOT_PACKAGE)
 
 
+@lru_cache(maxsize=None)
 def code_digest(module: str) -> str:
-    """sha256 over ``code_files(module)``: each file's path inside the package and its bytes."""
+    """sha256 over ``code_files(module)``: each file's path inside the package and its bytes.
+
+    Once per process: a long-lived process (``arpipe serve``, a notebook) runs the code it loaded, so the
+    keys it computes must not follow edits made on disk after its first key (they would label outputs of
+    the old code with the new code's key); a new process sees the edit."""
     h = hashlib.sha256()
     for path in code_files(module):
         h.update(_relative(path).encode() + b"\0" + _file_digest(path, path.stat().st_mtime_ns).encode() + b"\0")

@@ -64,3 +64,20 @@ def test_an_edit_changes_the_digest_of_the_stages_that_run_it_only(tmp_path):
     after_shards = digests_in(tmp_path)
     assert after_shards["tasks.shards"] != after_rnn["tasks.shards"]
     assert after_shards["tasks.ngram"] == after_rnn["tasks.ngram"]  # it reads shards, it does not write them
+
+
+def test_the_digest_is_fixed_for_the_life_of_a_process(tmp_path):
+    """An edit on disk after a process computed a key does not change that process's keys: it runs the
+    code it loaded. The next process sees the edit (the test above)."""
+    for package in ("arcore", "tasks"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import json; from pathlib import Path; from arcore.provenance import code_digest; "
+            "a = code_digest('tasks.rnn'); "
+            "open(Path('arcore/rnn/train.py'), 'a').write('\\n# edited while running\\n'); "
+            "print(json.dumps([a, code_digest('tasks.rnn')]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, again = json.loads(out.stdout)
+    assert first == again
+    assert digests_in(tmp_path)["tasks.rnn"] != first
