@@ -28,6 +28,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import deployment, flow_run
 
 from arcore.config import PipelineConfig, config_to_yaml
+from arcore.datasets import stage_datasets
 from arcore.errors import ConfigError, GateFailed
 from arcore.generate import export_bundle, exportable
 from arcore.io import atomic_write_text
@@ -131,6 +132,8 @@ def _run_stage(stage: Stage, config: PipelineConfig, tracker: Tracker, parent: s
                results: list[dict], *, force: bool, flow_run_id: Optional[str]) -> StageResult:
     """One stage: its MLflow child run, its task (cached or computed), its models, its summary row."""
     child = tracker.start_stage_run(parent, stage.name, config.section(stage.name))
+    # the splits it reads, as the run's dataset inputs: known before it runs, so a failed stage has them too
+    tracker.log_datasets(child, stage_datasets(stage.name, {u: Path(ref.path) for u, ref in upstream.items()}))
     ctx = make_context(stage, config, upstream, force=force, mlflow_run_id=child, flow_run_id=flow_run_id)
     t0 = time.perf_counter()
     try:

@@ -11,11 +11,13 @@ and ``mlflow models serve`` drop params outside the signature before ``predict``
 with ``prompt`` and ``text`` (the prompt followed by the best continuation: the first sample, or the best
 beam).
 
-Serving (arpipe must be installed in the serving environment, hence ``--env-manager local``)::
+Each is logged as an MLflow 3 LoggedModel (``tasks.tracking.Tracker.log_generator``) with ``INPUT_EXAMPLE`` as
+its input example. Serving (arpipe must be installed in the serving environment, hence ``--env-manager
+local``; ``models:/<model_id>`` of a run's ``arpipe.model.<name>`` tag serves the same way)::
 
-    mlflow models serve --env-manager local -m runs:/<run_id>/ngram -p 5001
+    mlflow models serve --env-manager local -m models:/arpipe-ngram@champion -p 5001
     curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
-      -d '{"dataframe_records": [{"prompt": "ROMEO:"}], "params": {"strategy": "top-p", "top_p": 0.9}}'
+      -d '{"inputs": ["ROMEO:"], "params": {"strategy": "top-p", "top_p": 0.9}}'
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ PARAMS = ParamSchema([
     ParamSpec("min_tokens", "long", 0),
     ParamSpec("seed", "long", 0),
 ])
+# A list of prompts, the input ``predict(["ROMEO:"])`` takes; saved with the model as {"inputs": ["ROMEO:"]}.
+INPUT_EXAMPLE = ["ROMEO:"]
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string")]),
     outputs=Schema([ColSpec("string", "prompt"), ColSpec("string", "text")]),

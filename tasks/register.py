@@ -1,5 +1,8 @@
 """register: put each newly trained model in the MLflow Model Registry and move ``champion`` if it wins.
 
+A version is registered from the stage's LoggedModel (source ``models:/<model_id>``, the run's
+``arpipe.model.<family>`` tag), so the registry and the experiment's Models tab name the same model.
+
 Not a cached stage: it runs after ``evaluate`` in every pipeline run and registers each configured
 family's model unless a version of that very stage output is registered already (tag
 ``arpipe.output_digest``, or for versions registered before that tag, the run that computed the output).
@@ -57,8 +60,8 @@ def unregistered(cfg: RegistryConfig, tracker: Tracker, stage: dict) -> list[str
     return [f for f in families if registered_version(tracker, f"{cfg.prefix}{f}", digest, produced_by) is None]
 
 
-def _valid_bpb(tracker: Tracker, run_id: str, artifact: str, texts: list[str], tmp: Path) -> float:
-    tok, model, _ = load_bundle(tracker.download_bundle(run_id, artifact, tmp))
+def _valid_bpb(tracker: Tracker, model_location: str, texts: list[str], tmp: Path) -> float:
+    tok, model, _ = load_bundle(tracker.download_bundle(model_location, tmp))
     return score_text(model, tok, texts).bits_per_byte
 
 
@@ -76,15 +79,16 @@ def register(cfg: RegistryConfig, tracker: Tracker, pipeline_run_id: str, stages
         digest, produced_by = _output(stage)
         if registered_version(tracker, name, digest, produced_by) is not None:
             continue  # this very output is registered already (an unchanged rerun)
-        if f"arpipe.model.{family}" not in tracker.client.get_run(run_id).data.tags:
+        model_uri = tracker.client.get_run(run_id).data.tags.get(f"arpipe.model.{family}")
+        if model_uri is None:
             continue  # no generation model logged (tracking.max_logged_model_mb): nothing to register
         with tempfile.TemporaryDirectory(prefix="arpipe-register-") as tmp:
-            candidate = _valid_bpb(tracker, run_id, family, texts, Path(tmp) / "candidate")
+            candidate = _valid_bpb(tracker, tracker.model_location(model_uri), texts, Path(tmp) / "candidate")
             champion = tracker.version_by_alias(name, cfg.alias)
-            champion_bpb = (_valid_bpb(tracker, champion.run_id, family, texts, Path(tmp) / "champion")
+            champion_bpb = (_valid_bpb(tracker, tracker.version_location(champion), texts, Path(tmp) / "champion")
                             if champion is not None else None)
         decision = decide(candidate, champion_bpb, cfg.margin, cfg.gate)
-        version = tracker.register_version(name, run_id, family, {
+        version = tracker.register_version(name, model_uri, run_id, {
             "arpipe.pipeline_run_id": pipeline_run_id, "arpipe.data_digest": digests["ingest"],
             "arpipe.output_digest": digest,
             "arpipe.tokenizer_digest": digests["tokenizer"], "arpipe.valid_bits_per_byte": f"{candidate:.6f}",

@@ -17,10 +17,12 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from arcore.config import PipelineConfig, TrackingConfig, config_to_yaml
 from arcore.errors import ArpipeError
@@ -61,6 +63,9 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self.open_runs: list[str] = []
         self._experiment_id: Optional[str] = None
+        self.logged_models: dict[str, str] = {}  # model name as evaluate scores it -> LoggedModel id, this run
+        self._datasets: dict[str, dict] = {}  # run id -> split -> the SplitDataset the run read
+        self._model_runs: dict[str, str] = {}  # LoggedModel id -> the run that logged it
         self.down = False  # set once the store stopped answering mid-run
 
     def check(self) -> None:
@@ -184,7 +189,15 @@ class Tracker:
             tags["arpipe.artifacts_run_id"] = holder
         for k, v in tags.items():
             self.client.set_tag(run_id, k, v)
-        self.log_metrics(run_id, {**result.metrics, "stage_seconds": result.seconds})
+        # evaluate's figures of the models this pipeline run logged are theirs too, and they are its inputs
+        scored = {m: i for m, i in self.logged_models.items() if any(k.startswith(f"{m}.") for k in result.metrics)}
+        if scored:
+            from mlflow.entities import LoggedModelInput
+
+            inputs = [LoggedModelInput(i) for i in scored.values() if self._model_runs.get(i) != run_id]
+            if inputs:  # not the mixture evaluate fit itself: that one is its output
+                self.client.log_inputs(run_id, models=inputs)
+        self.log_metrics(run_id, {**result.metrics, "stage_seconds": result.seconds}, models=scored)
         if holder is None:
             self._log_stage_artifacts(run_id, result)
             self.client.set_tag(run_id, "arpipe.artifacts_logged", "true")
@@ -204,27 +217,66 @@ class Tracker:
                 self.client.log_artifact(run_id, str(out / name), artifact_path=None if folder == "." else folder)
 
     def log_generator(self, run_id: str, name: str, bundle_dir: Path) -> str:
-        """Log ``bundle_dir`` (arcore.generate.export_bundle) as a pyfunc under the run; returns its URI.
+        """Log ``bundle_dir`` (arcore.generate.export_bundle) as an MLflow 3 LoggedModel ``name`` of the run
+        (the experiment's Models tab) with an input example; returns its URI, ``models:/<model_id>``.
 
-        Saved locally then uploaded with the client, so no fluent (thread-local) run is involved; the
-        ``arcore`` sources travel in the model (``code_paths``), so it loads wherever its pip
-        requirements are installed."""
+        ``mlflow.pyfunc.log_model(name=...)`` would do the same, but it finds its run and store through the
+        fluent API (the thread-local active run, the global tracking URI); Prefect runs tasks on worker
+        threads and this tracker has its own URI. So the steps it takes are taken here through the client,
+        by id: create the LoggedModel with its source run, save the pyfunc locally with that model's id in
+        its MLmodel, upload it to the model, link it as an output of the run, mark it READY. The ``arcore``
+        sources travel in the model (``code_paths``), so it loads wherever its pip requirements are installed.
+        """
         import mlflow.pyfunc
+        from mlflow.entities import LoggedModelOutput
+        from mlflow.models import Model
 
-        from tasks.pyfunc import SIGNATURE, requirements
+        from arcore.generate import BUNDLE_META
+        from tasks.pyfunc import INPUT_EXAMPLE, SIGNATURE, requirements
 
-        with tempfile.TemporaryDirectory(prefix="arpipe-pyfunc-") as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "add type hints" / "no input example" advice
-            path = Path(tmp) / name
-            mlflow.pyfunc.save_model(
-                path, python_model=str(Path(__file__).with_name("pyfunc.py")), artifacts={"bundle": str(bundle_dir)},
-                signature=SIGNATURE, code_paths=[str(Path(__file__).resolve().parents[1] / "arcore")],
-                pip_requirements=requirements(),
-            )
-            self.client.log_artifacts(run_id, str(path), artifact_path=name)
-        uri = f"runs:/{run_id}/{name}"
+        model = self.client.create_logged_model(
+            self.experiment_id(), name=name, source_run_id=run_id, model_type="generation",
+            params=dict(self.client.get_run(run_id).data.params), tags={"arpipe.model": name})
+        try:
+            with tempfile.TemporaryDirectory(prefix="arpipe-pyfunc-") as tmp, warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "add type hints" advice
+                path = Path(tmp) / name
+                mlflow.pyfunc.save_model(
+                    path, python_model=str(Path(__file__).with_name("pyfunc.py")), artifacts={"bundle": str(bundle_dir)},
+                    signature=SIGNATURE, code_paths=[str(Path(__file__).resolve().parents[1] / "arcore")],
+                    pip_requirements=requirements(), input_example=INPUT_EXAMPLE,
+                    mlflow_model=Model(artifact_path=model.artifact_location, run_id=run_id,
+                                       model_uuid=model.model_id, model_id=model.model_id),
+                )
+                self.client.log_model_artifacts(model.model_id, str(path))
+            self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        except BaseException:
+            with suppress(Exception):  # the store may be what failed: the original error is the one to see
+                self.client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        self.client.finalize_logged_model(model.model_id, "READY")
+        # evaluate's figures for this model (its name there: ngram -> ngram-kneser-ney) are linked to it
+        self.logged_models[json.loads((Path(bundle_dir) / BUNDLE_META).read_text())["model"]] = model.model_id
+        self._model_runs[model.model_id] = run_id
+        uri = f"models:/{model.model_id}"
         self.client.set_tag(run_id, f"arpipe.model.{name}", uri)
         return uri
+
+    def log_datasets(self, run_id: str, datasets) -> None:
+        """The data a stage read (``arcore.datasets.SplitDataset``) as the run's dataset inputs, each tagged
+        with how it was used (``mlflow.data.context``: training, validation, test); remembered per run so
+        the figures computed on a split name it (``finish_stage_run``)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [DatasetInput(
+            Dataset(d.name, d.digest, source_type="local",
+                    source=json.dumps({"uri": d.uri, "split": d.split, "sha256": d.sha256}),
+                    schema=json.dumps({"mlflow_colspec": [{"name": c, "type": t} for c, t in d.columns]}),
+                    profile=json.dumps(dict(d.profile))),
+            tags=[InputTag("mlflow.data.context", d.context)]) for d in datasets]
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
+        self._datasets[run_id] = {d.split: d for d in datasets}
 
     def record_run(self, name: str, params: Mapping[str, Any], metrics: Mapping[str, float]) -> str:
         """A standalone finished run (toy experiments): params, metrics, done."""
@@ -236,16 +288,24 @@ class Tracker:
 
     # --- model registry -------------------------------------------------------------------------
 
-    def register_version(self, name: str, run_id: str, artifact: str, tags: Mapping[str, str]) -> str:
-        """A new version of registered model ``name`` from the run's artifact ``artifact``."""
+    def register_version(self, name: str, model_uri: str, run_id: str, tags: Mapping[str, str]) -> str:
+        """A new version of registered model ``name`` from the LoggedModel ``model_uri`` (``models:/<model_id>``),
+        so the version's source is the logged model; the model lists its versions (``mlflow.modelVersions``,
+        as ``mlflow.register_model`` keeps it) for its page in the UI."""
         from mlflow.exceptions import MlflowException
+        from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
         try:
             self.client.get_registered_model(name)
         except MlflowException:
             self.client.create_registered_model(name, description="arpipe generation model (pyfunc)")
-        source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact}"
-        mv = self.client.create_model_version(name, source, run_id=run_id, tags=dict(tags))
+        model_id = model_uri.removeprefix("models:/")
+        with _global_tracking_uri(self.uri):
+            mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags=dict(tags), model_id=model_id)
+        listed = json.loads(self.client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+        if not any(v["name"] == name and str(v["version"]) == str(mv.version) for v in listed):  # a server adds it
+            listed.append({"name": name, "version": int(mv.version)})
+            self.client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(listed)})
         return str(mv.version)
 
     def version_by_alias(self, name: str, alias: str):
@@ -263,10 +323,23 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_model_version_tag(name, version, k, v)
 
-    def download_bundle(self, run_id: str, artifact: str, dst: Path) -> Path:
-        """The arcore bundle inside a logged generation pyfunc (``<artifact>/artifacts/bundle``)."""
-        local = self.client.download_artifacts(run_id, f"{artifact}/artifacts/bundle", str(dst))
-        return Path(local)
+    def download_bundle(self, model_location: str, dst: Path) -> Path:
+        """The arcore bundle inside a logged generation pyfunc (``<model>/artifacts/bundle``), given where
+        the model's files are: a LoggedModel's ``artifact_location``, a model version's download URI."""
+        import mlflow.artifacts
+
+        dst.mkdir(parents=True, exist_ok=True)
+        return Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{model_location.rstrip('/')}/artifacts/bundle", dst_path=str(dst), tracking_uri=self.uri))
+
+    def model_location(self, model_uri: str) -> str:
+        """Where the files of a ``models:/<model_id>`` LoggedModel are."""
+        return self.client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
+
+    def version_location(self, version) -> str:
+        """Where the files of a registered model version are (its source resolved: a LoggedModel's files, or
+        the run artifact path of a version registered before models were LoggedModels)."""
+        return self.client.get_model_version_download_uri(version.name, version.version)
 
     def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
         from mlflow.entities import Param
@@ -275,11 +348,24 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0,
+                    models: Mapping[str, str] = {}) -> None:
+        """Metrics of the run. A figure ``<model>.<split>.<figure>`` of a model in ``models`` (name -> LoggedModel
+        id) is that model's too (its Models tab row), computed on the split's dataset when the run logged
+        that as an input: ``rnn.valid.bits_per_byte`` -> model rnn, dataset ``shards-valid``."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        datasets = self._datasets.get(run_id, {})
+
+        def metric(key: str, value: float) -> Metric:
+            model, _, rest = key.partition(".")
+            model_id = models.get(model) if rest else None
+            data = datasets.get(rest.split(".", 1)[0]) if model_id else None
+            return Metric(key, float(value), now, step, model_id=model_id,
+                          dataset_name=data.name if data else None, dataset_digest=data.digest if data else None)
+
+        items = [metric(k, v) for k, v in metrics.items()]
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i : i + 500])
 
@@ -388,6 +474,33 @@ def _process_alive(pid: str, started: str) -> bool:
     except PermissionError:
         pass  # alive, another user's
     return not started or _process_started(int(pid)) in ("", started)
+
+
+_GLOBAL_URI_LOCK = threading.Lock()
+
+
+@contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's SQL registry store resolves a ``models:/<model_id>`` source through the process-wide tracking
+    URI, not the client's (``SqlAlchemyStore.create_model_version``: "TODO: Propagate tracking URI ... rather
+    than relying on global URI"), so with a SQLite store the URI is set for the call and restored after,
+    ``$MLFLOW_TRACKING_URI`` included. A server store resolves it on the server: nothing is changed."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        yield
+        return
+    from mlflow.tracking._tracking_service import utils
+
+    with _GLOBAL_URI_LOCK:
+        before, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+        utils.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            utils.set_tracking_uri(before)
+            if env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def git_commit() -> Optional[str]:

@@ -75,7 +75,8 @@ def test_run_rerun_cached_and_selective(prefect_harness, cfg_for, mlflow_uri):
     assert {"history.json", "gradient_norms.png", "manifest.json"} <= {
         a.path for a in client.list_artifacts(rnn_run.info.run_id)}
     assert {"model/config.json", "model/model.pt"} <= {a.path for a in client.list_artifacts(rnn_run.info.run_id, "model")}
-    assert rnn_run.data.tags["arpipe.model.rnn"] == f"runs:/{rnn_run.info.run_id}/rnn"
+    model_id = rnn_run.data.tags["arpipe.model.rnn"].removeprefix("models:/")  # a LoggedModel of the run
+    assert client.get_logged_model(model_id).source_run_id == rnn_run.info.run_id
 
     second = pipeline(config=cfg)
     assert states(second) == {name: "cached" for name in DEFAULT_STAGES}
