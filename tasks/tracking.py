@@ -130,7 +130,11 @@ class Tracker:
         return ended
 
     def run_url(self, run_id: str) -> str:
-        return f"{self.cfg.ui_url.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
+        """The run's page in the MLflow UI, in its model-training view: MLflow 3.17's UI opens in the GenAI
+        view (Evaluations, Traces) unless the URL or the browser's last choice says otherwise, whatever the
+        experiment's kind."""
+        return (f"{self.cfg.ui_url.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
+                "?workflowType=machine_learning")
 
     def _start(self, name: str, tags: Mapping[str, str]) -> str:
         run = self.client.create_run(self.experiment_id(), run_name=name, tags={**tags, **_owner_tags()})

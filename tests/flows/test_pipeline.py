@@ -53,7 +53,8 @@ def test_run_rerun_cached_and_selective(prefect_harness, cfg_for, mlflow_uri):
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["prefect.flow_run_id"] == first["flow_run_id"]
     assert parent.data.params["ingest.valid_fraction"] == "0.1"
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "summary.md"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "summary.md", "report.md",
+                                                                         "report.html"}
     assert parent.data.tags["arpipe.gate"] == "passed"
     assert set(children) == set(DEFAULT_STAGES)
     ingest_run = children["ingest"]
