@@ -87,7 +87,7 @@ def generate_command(
                            length_penalty=length_penalty, max_tokens=max_tokens, min_tokens=min_tokens,
                            seed=seed)
         if ":/" in model:
-            texts = _generate_from_uri(model, prompt, cfg)
+            texts = _generate_from_uri(model, prompt, cfg, _tracking_uri(config, set_))
         else:
             from arcore.generate import generate_text
 
@@ -103,17 +103,31 @@ def generate_command(
         typer.echo(text)
 
 
-def _generate_from_uri(uri: str, prompt: str, cfg) -> list[str]:
+def _tracking_uri(config: Optional[Path], set_: list[str]) -> str:
+    """The store a ``models:/`` or ``runs:/`` URI names a model in: the config's, else
+    ``$MLFLOW_TRACKING_URI``, else the default SQLite file (what ``arpipe run`` logged to)."""
+    import os
+
+    from arcore.config import load_config
+    from tasks.tracking import DEFAULT_URI
+
+    return load_config(config, set_).tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _generate_from_uri(uri: str, prompt: str, cfg, store: str) -> list[str]:
     import os
 
     import mlflow.pyfunc
     import pandas as pd
 
+    from tasks.tracking import global_tracking_uri
+
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        with global_tracking_uri(store, servers_too=True):  # never a URI another caller left set
+            model = mlflow.pyfunc.load_model(uri)
     except Exception as e:  # MLflow raises many types for a bad or unreachable URI
         raise ArpipeError(f"cannot load model {uri}: {str(e).splitlines()[0][:300]}") from None
     params = {"strategy": cfg.strategy, "temperature": cfg.temperature, "top_k": cfg.top_k or 0,

@@ -56,6 +56,8 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         # MLflow prints "View run ... at ..." on stdout for server URIs: it would break `--json` output.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        # logging and registering models downloads and uploads bundles: no progress bars in a run's log
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         from mlflow.tracking import MlflowClient
 
         self.cfg = cfg
@@ -304,7 +306,7 @@ class Tracker:
         except MlflowException:
             self.client.create_registered_model(name, description="arpipe generation model (pyfunc)")
         model_id = model_uri.removeprefix("models:/")
-        with _global_tracking_uri(self.uri):
+        with global_tracking_uri(self.uri):
             mv = self.client.create_model_version(name, model_uri, run_id=run_id, tags=dict(tags), model_id=model_id)
         listed = json.loads(self.client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
         if not any(v["name"] == name and str(v["version"]) == str(mv.version) for v in listed):  # a server adds it
@@ -484,12 +486,13 @@ _GLOBAL_URI_LOCK = threading.Lock()
 
 
 @contextmanager
-def _global_tracking_uri(uri: str) -> Iterator[None]:
+def global_tracking_uri(uri: str, servers_too: bool = False) -> Iterator[None]:
     """MLflow's SQL registry store resolves a ``models:/<model_id>`` source through the process-wide tracking
     URI, not the client's (``SqlAlchemyStore.create_model_version``: "TODO: Propagate tracking URI ... rather
     than relying on global URI"), so with a SQLite store the URI is set for the call and restored after,
-    ``$MLFLOW_TRACKING_URI`` included. A server store resolves it on the server: nothing is changed."""
-    if uri.startswith(("http://", "https://", "databricks")):
+    ``$MLFLOW_TRACKING_URI`` included. A server store resolves it on the server: nothing is changed, unless
+    ``servers_too`` (``mlflow.pyfunc.load_model`` of a ``models:/`` URI reads the global URI for any store)."""
+    if uri.startswith(("http://", "https://", "databricks")) and not servers_too:
         yield
         return
     from mlflow.tracking._tracking_service import utils

@@ -138,7 +138,7 @@ def postgres() -> Iterator[Postgres]:
 def mlflow_server_args(pg: Postgres, port: int, artifacts: Path) -> list[str]:
     """``mlflow server`` with the compose file's scheme, workers and uvicorn options."""
     text = " ".join(compose_services()["mlflow"]["command"])
-    scheme = re.search(r'--backend-store-uri "([\w+]+)://', text).group(1)
+    scheme = re.search(r'MLFLOW_BACKEND_STORE_URI="([\w+]+)://', text).group(1)  # compose passes it in the env
     workers = re.search(r"--workers (\d+)", text).group(1)
     uvicorn_opts = re.search(r'--uvicorn-opts "([^"]+)"', text).group(1)
     return [require_binary("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", workers,
