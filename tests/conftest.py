@@ -63,3 +63,13 @@ def write_corpus(path: Path, n_paragraphs: int = 300, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n\n".join(paras) + "\n")
     return path
+
+
+def small_run_config(tmp: Path, corpus: Path, *extra: str):
+    """The config of a small real pipeline run in ``tmp`` (work dir, SQLite store) over ``corpus``: the
+    FAST models, 10% valid and test; ``extra`` overrides on top."""
+    from arcore.config import load_config
+
+    return load_config(overrides=[
+        f"work_dir={tmp / 'work'}", f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}", f"ingest.inputs=[{corpus}]",
+        "ingest.valid_fraction=0.1", "ingest.test_fraction=0.1", *FAST, *extra])

@@ -16,10 +16,9 @@ import pytest
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
-from arcore.config import load_config
 from arcore.datasets import STAGE_READS, split_dataset
 from flows.pipeline import pipeline
-from tests.conftest import FAST, write_corpus
+from tests.conftest import small_run_config, write_corpus
 
 EXPORTED = {"histogram": "ngram", "ngram": "ngram", "rnn": "rnn", "infinigram": "infinigram", "mixture": "evaluate"}
 
@@ -29,10 +28,7 @@ def runs(prefect_harness, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("logged-models")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     corpus = write_corpus(tmp / "corpus.txt")
-    cfg = load_config(overrides=[
-        f"work_dir={tmp / 'work'}", f"tracking.uri={uri}", f"ingest.inputs=[{corpus}]", "ingest.valid_fraction=0.1",
-        "ingest.test_fraction=0.1", *FAST,
-    ])
+    cfg = small_run_config(tmp, corpus)
     first = pipeline(config=cfg)
     second = pipeline(config=cfg)
     return uri, tmp, first, second

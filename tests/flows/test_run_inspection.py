@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from arcore.config import load_config
 from flows.pipeline import pipeline
-from tests.conftest import FAST, write_corpus
+from tests.conftest import small_run_config, write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +20,7 @@ def runs(prefect_harness, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("inspection")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     corpus = write_corpus(tmp / "corpus.txt")
-    cfg = load_config(overrides=[
-        f"work_dir={tmp / 'work'}", f"tracking.uri={uri}", f"ingest.inputs=[{corpus}]", "ingest.valid_fraction=0.1",
-        "ingest.test_fraction=0.1", *FAST, "rnn.epochs=2", "registry.families=[ngram]", "tracking.tags.team=lm",
-    ])
+    cfg = small_run_config(tmp, corpus, "rnn.epochs=2", "registry.families=[ngram]", "tracking.tags.team=lm")
     first = pipeline(config=cfg)
     second = pipeline(config=cfg)
     return MlflowClient(uri), first, second
