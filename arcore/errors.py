@@ -24,3 +24,13 @@ class StageError(ArpipeError):
 
 class GateFailed(ArpipeError):
     """A new model regressed beyond the configured tolerance: the run's evaluation gate failed."""
+
+
+def exception_chain(exc):
+    """``exc``, then the exceptions it was raised from or while handling (``__cause__``, else
+    ``__context__``), each once."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__

@@ -133,14 +133,10 @@ def execute(cfg: PipelineConfig, json_out: bool, **mode) -> None:
 def _full_disk(e: BaseException) -> Optional[OSError]:
     import errno
 
-    seen: set[int] = set()
-    exc: Optional[BaseException] = e
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
+    from arcore.errors import exception_chain
+
+    return next((x for x in exception_chain(e) if isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT)),
+                None)
 
 
 def _failure(e: BaseException) -> tuple[str, int]:

@@ -29,7 +29,7 @@ from prefect.runtime import deployment, flow_run
 
 from arcore.config import PipelineConfig, config_to_yaml
 from arcore.datasets import stage_datasets
-from arcore.errors import ConfigError, GateFailed
+from arcore.errors import ConfigError, GateFailed, exception_chain
 from arcore.generate import export_bundle, exportable
 from arcore.io import atomic_write_text
 from arcore.report import build_report
@@ -119,13 +119,7 @@ def failed_summary(exc: BaseException) -> Optional[dict]:
     failed (``state: failed``); None when it failed before its MLflow run existed. Looked up along the
     exceptions ``exc`` was raised while handling too: SIGTERM reaches the CLI as a new exception raised
     inside Prefect's handling of the flow's."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if hasattr(exc, SUMMARY):
-            return getattr(exc, SUMMARY)
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return next((getattr(e, SUMMARY) for e in exception_chain(exc) if hasattr(e, SUMMARY)), None)
 
 
 def _run_stage(stage: Stage, config: PipelineConfig, tracker: Tracker, parent: str, upstream: dict[str, StageRef],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from arcore.errors import ArpipeError
+from arcore.errors import ArpipeError, exception_chain
 
 
 class PrefectApiLost(ArpipeError):
@@ -22,16 +22,12 @@ class PrefectApiLost(ArpipeError):
 def _transport_error(e: BaseException) -> bool:
     import httpx
 
-    seen: set[int] = set()
-    exc: Optional[BaseException] = e
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
+    for exc in exception_chain(e):
         if isinstance(exc, (httpx.TransportError, ConnectionError, OSError)):
             return True
         response = getattr(exc, "response", None)
         if isinstance(response, httpx.Response) and response.status_code >= 500:
             return True
-        exc = exc.__cause__ or exc.__context__
     return False
 
 
