@@ -13,7 +13,8 @@ Output of ``write_arpa`` / input of ``read_arpa``: the ARPA backoff format read 
     ...
     \\end\\
 
-Values are log10. ``-99`` stands for probability 0 (KenLM's convention, used for ``<s>``), and reads back
+Values are log10, written as the shortest text that reads back as their float32 (lmplz's precision
+and text). ``-99`` stands for probability 0 (KenLM's convention, used for ``<s>``), and reads back
 as -inf. Backoff weights are written only for n-grams that are contexts of a longer n-gram. Words are
 the model's vocabulary strings; the default names ``<s>``, ``</s>``, ``<unk>`` for the special ids and the
 decimal id for every other token, so an id-level model is still loadable by KenLM.
@@ -51,14 +52,13 @@ def default_words(model: BackoffModel) -> list[str]:
 def _fmt(values: np.ndarray) -> pa.Array:
     """log10 text of natural-log values (-99 for probability 0), as a pyarrow string array.
 
-    Each distinct value is formatted once: an order's probabilities and backoffs repeat heavily (on a
-    20 MB-corpus 5-gram, 0.1-45% of the probabilities and under 1% of the backoffs are distinct).
-    Distinct means distinct bits, so -0 and 0 keep their own text.
+    The text is the shortest decimal that reads back as the value's float32, which is what lmplz writes
+    (KenLM stores float32 and prints with double-conversion's ``ToShortestSingle``): about 7 significant
+    digits, the precision every ARPA reader keeps. The exact float64 values live in the binary model.
+    Arrow's C++ cast formats 131 K values in 11 ms; ``"%.10g"`` per value in Python took 270 ms.
     """
-    log10 = np.maximum(np.asarray(values, dtype=np.float64) / LN10, NO_PROB)
-    bits, inverse = np.unique(log10.view(np.int64), return_inverse=True)
-    text = pa.array(["%.10g" % v for v in bits.view(np.float64).tolist()], pa.string())
-    return pc.take(text, pa.array(inverse.ravel()))
+    log10 = np.maximum(np.asarray(values, dtype=np.float64) / LN10, NO_PROB).astype(np.float32)
+    return pc.cast(pa.array(log10), pa.string())
 
 
 def write_arpa(model: BackoffModel, path: Path, words: Sequence[str] | None = None, *,

@@ -69,6 +69,10 @@ class NGramConfig(BaseModel):
     arpa: Literal["gzip", "plain", "none"] = Field(
         "gzip", description="ARPA copy of each model beside its binary: <name>.arpa.gz, <name>.arpa, or none "
         "(at scale the text file is the slowest output: lmplz writes it plain)")
+    max_valid_tokens: Optional[int] = Field(
+        None, ge=0, description="score the valid split (and fit the interpolated model's weights) on a "
+        "deterministic sample of whole valid documents holding at most that many tokens "
+        "(arcore.heldout.sample_documents); None or 0: the whole split")
     count_tables: bool = Field(True, description="also write the count tables as Parquet (counts/order{n}"
                                ".parquet, columns w1..wn, count) for DuckDB/Polars; costs time at scale")
     add_k: float = Field(0.5, gt=0.0, le=10.0, description="k of the add-k model (laplace is k = 1)")

@@ -4,7 +4,9 @@ In: the tokenizer directory and the shards directory. Out, in ``out_dir``: ``cou
 (counted once), ``counts_of_counts.png`` (Zipf's view), ``histogram.npz`` (unigram counts over token ids and the histogram's log-probabilities: the lecture's
 estimation by counting, with ``histogram_pseudocount``),
 one ``<model>.arpa.gz`` (``arpa`` setting: gzip, plain or none) + ``<model>.binary/`` (memory-mapped, ``arcore.ngram.binary``) per estimator (``models.json`` lists them), and metrics per model on
-the valid split: perplexity per token and bits per byte (``arcore.evaluate`` conventions).
+the valid split (or, with ``max_valid_tokens``, a deterministic sample of whole valid documents: records
+``valid_tokens_evaluated`` of ``valid_tokens_total``): perplexity per token and bits per byte
+(``arcore.evaluate`` conventions).
 
 The train split is streamed shard by shard into the out-of-core counting passes (``corpus_count``), so
 the stage's memory is set by ``memory_budget_mb``, not by the corpus; a ``mapper`` (``arcore.parallel``;
@@ -19,13 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from arcore.evaluate import evaluate_model, split_counts
+from arcore.heldout import sample_documents
 from arcore.ngram.fit import ARPA_SUFFIX, COUNTING_JSON, UNIGRAM_COUNTS, NGramConfig, fit_ngram_models, load_ngram_models, save_ngram_models
 from arcore.ngram.counts import counts_of_counts, load_counts
 from arcore.ngram.histogram import UnigramModel
 from arcore.parallel import OptionalMapper
 from arcore.shards.manifest import load_complete_manifest
 from arcore.ngram.counts import atomic_write
-from arcore.shards.reader import iter_shard_ids, read_ids
+from arcore.shards.reader import iter_shard_ids, read_ids, split_stats
 from arcore.stage import Progress, StageOutput
 from arcore.tokenize.store import LoadedTokenizer, load_tokenizer
 
@@ -37,7 +40,12 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
                 progress: Progress = None, mapper: OptionalMapper = None) -> StageOutput:
     tok = load_tokenizer(tokenizer_dir)
     load_complete_manifest(shards_dir, "train", tok.sha256)
-    valid = read_ids(shards_dir, "valid", tok.sha256)
+    valid_total = split_stats(shards_dir, "valid").tokens
+    if cfg.max_valid_tokens and cfg.max_valid_tokens < valid_total:
+        sample = sample_documents(shards_dir, "valid", cfg.max_valid_tokens, tok.sha256)
+        valid, valid_counts = sample.ids, sample.counts
+    else:
+        valid, valid_counts = read_ids(shards_dir, "valid", tok.sha256), split_counts(shards_dir, "valid")
 
     def train():  # one array per shard, read again for each counting pass: never the whole split at once
         return iter_shard_ids(shards_dir, "train", tok.sha256, verify=False)
@@ -57,8 +65,8 @@ def build_ngram(cfg: NGramConfig, tokenizer_dir: Path, shards_dir: Path, out_dir
     records = {f"ngrams_order{n}": int(k) for n, k in enumerate(models[primary].num_ngrams(), 1)}
     counting = json.loads((Path(out_dir) / COUNTING_JSON).read_text())
     records["count_partitions"] = int(counting["partitions"])
+    records["valid_tokens_evaluated"], records["valid_tokens_total"] = int(len(valid)), int(valid_total)
     if len(valid):
-        valid_counts = split_counts(shards_dir, "valid")
         everything = {"histogram": histogram, **models}
         for name, model in everything.items():
             ev = evaluate_model(model, valid, valid_counts, tok.unk_id)

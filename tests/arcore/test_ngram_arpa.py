@@ -62,8 +62,17 @@ def test_round_trip_and_gzip(files, tmp_path):
         back, words = read_arpa(path)
         assert words == list(vocab.words) and back.num_ngrams() == model.num_ngrams()
         ids, _ = vocab.encode([line.split() for line in SENTENCES.splitlines()])
-        np.testing.assert_allclose(back.score(ids), model.score(ids), rtol=1e-8)
+        # the ARPA holds float32 values (lmplz's precision): per token, log10 within float32 rounding
+        np.testing.assert_allclose(back.score(ids), model.score(ids), rtol=1e-6)
+        for n in range(1, model.order + 1):  # every value reads back as exactly its float32
+            want = np.maximum(np.asarray(model.logprob[n - 1]) / LN10, NO_PROB).astype(np.float32)
+            np.testing.assert_array_equal(back.keys[n - 1], model.keys[n - 1])
+            np.testing.assert_array_equal(np.maximum(back.logprob[n - 1] / LN10, NO_PROB).astype(np.float32), want)
     text = (tmp_path / "m.arpa").read_text()
+    values = [line.split("\t")[0] for line in text.splitlines() if "\t" in line]
+    shortest = [np.format_float_positional(np.float32(v), unique=True, trim="-") for v in values]
+    assert all(float(a) == float(b) and len(a.lstrip("-").replace(".", "").strip("0")) <=
+               len(b.lstrip("-").replace(".", "").strip("0")) for a, b in zip(values, shortest) if "e" not in a)
     assert text.startswith("\\data\\\nngram 1=") and "-99\t<s>\t" in text and text.rstrip().endswith("\\end\\")
 
 
@@ -85,7 +94,7 @@ def test_reserved_words_refused_in_training(tmp_path):
 
 def whole_model_arpa(model, words) -> bytes:
     """The writer before it streamed: every order decoded and formatted at once (the reference)."""
-    fmt = lambda v: pa.array(["%.10g" % x for x in np.maximum(v / LN10, NO_PROB).tolist()], pa.string())  # noqa
+    fmt = lambda v: pc.cast(pa.array(np.maximum(v / LN10, NO_PROB).astype(np.float32)), pa.string())  # noqa
     word_arr = pa.array(words, pa.string())
     buf = io.StringIO()
     buf.write("\\data\\\n")
