@@ -62,6 +62,7 @@ SCALE_SETTINGS = [
     "transformer.epochs=1", "transformer.max_steps=200",
     "ngram.arpa=plain", "ngram.count_tables=false",  # lmplz writes a plain ARPA and no count tables
     "rnn.max_valid_tokens=200000", "transformer.max_valid_tokens=200000",
+    "ngram.max_valid_tokens=1000000",  # the ngram stage's valid figures on a 1 M-token document sample
     "evaluate.max_score_tokens=200000",  # score valid/test on a 200 K-token document sample
                                           # (evaluate.max_tokens is the decoders' sample length)
 ]

@@ -106,18 +106,28 @@ def write_arpa(model: BackoffModel, path: Path, words: Sequence[str] | None = No
     atomic_write(Path(path), write)
 
 
+_TAB, _SPACE, _NEWLINE = (pa.scalar(c, pa.string()) for c in ("\t", " ", "\n"))
+
+
 def _section_chunk(model: BackoffModel, word_arr: pa.Array, n: int, lo: int, hi: int) -> pa.Buffer:
-    """Lines ``lo..hi`` of the order-n section, each ending in a newline, as a UTF-8 buffer."""
+    """Lines ``lo..hi`` of the order-n section, each ending in a newline, as a UTF-8 buffer.
+
+    One Arrow join per chunk: ``prob TAB w1 SPACE ... wn [TAB backoff] NEWLINE``, the bracket null (and so
+    skipped) where the entry is no context of a longer n-gram."""
     mat = _decode_rows(model, n, np.arange(lo, hi), contiguous=True)
-    columns = [_fmt(model.logprob[n - 1][lo:hi])]
-    columns += [pc.take(word_arr, pa.array(mat[:, j])) for j in range(n)]
-    lines = pc.binary_join_element_wise(columns[0], pc.binary_join_element_wise(*columns[1:], " "), "\t")
+    columns = [_fmt(model.logprob[n - 1][lo:hi]), _TAB]
+    for j in range(n):
+        columns += [pc.take(word_arr, pa.array(mat[:, j])), _SPACE]
+    columns.pop()
     if n < model.order:
+        valid = pa.py_buffer(np.packbits(_is_context(model, n, lo, hi), bitorder="little"))
         bo = _fmt(model.logbackoff[n - 1][lo:hi])
-        with_bo = pc.binary_join_element_wise(lines, bo, "\t")
-        lines = pc.if_else(pa.array(_is_context(model, n, lo, hi)), with_bo, lines)
-    # line + "\n" for every line: the string array's data buffer is then the section's text itself.
-    text = pc.binary_join_element_wise(lines, pa.scalar("", pa.string()), "\n")
+        tabs = pa.StringArray.from_buffers(hi - lo, pa.py_buffer(np.arange(hi - lo + 1, dtype=np.int32)),
+                                           pa.py_buffer(b"\t" * (hi - lo)), valid)
+        columns += [tabs, pa.StringArray.from_buffers(hi - lo, bo.buffers()[1], bo.buffers()[2], valid, offset=bo.offset)]
+    columns.append(_NEWLINE)
+    # the string array's data buffer is then the section's text itself
+    text = pc.binary_join_element_wise(*columns, pa.scalar("", pa.string()), null_handling="skip")
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + len(text) + 1]
