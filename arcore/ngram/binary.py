@@ -34,6 +34,7 @@ import numpy as np
 
 from arcore.errors import InputError, StageError
 from arcore.ngram.backoff import BackoffModel
+from arcore.ngram.heap import release as release_heap
 from arcore.ngram.probing import SLOT, KeyHash, RecordSource, num_buckets, read_npy, write_table
 
 FORMAT, VERSION = "arpipe-ngram-binary", 3  # 2: two-slot buckets at load 1/2; 3: ~row for non-prefixes
@@ -212,6 +213,7 @@ class BinaryModelWriter:
         table = _NpyAppender(path("table"), SLOT)
         length = write_table(table.file, source, self.memory_budget_bytes, self.partial)
         table.close(length)
+        release_heap()  # the next order's table reuses nothing of this one's partitions
         return {"num_buckets": num_buckets(m), "slots": length}
 
     def _write_unigram_extends(self, block: int = 1 << 20) -> None:

@@ -42,6 +42,7 @@ from arcore.ngram.binary import BinaryModelWriter, load_binary, save_binary
 from arcore.ngram.corpus_count import CountTables, Stream, corpus_count
 from arcore.ngram.counts import NGramCounts, atomic_write, save_counts
 from arcore.ngram.diskarray import working_budget, write_npy
+from arcore.ngram.heap import release as release_heap, reuse_freed_memory
 from arcore.ngram.index import NGramIndex
 from arcore.ngram.interpolate import interpolate_kneser_ney
 from arcore.ngram.interpolation import estimate_interpolated, stream_interpolated
@@ -133,12 +134,18 @@ def fit_ngram_models(cfg: NGramConfig, train: np.ndarray | Stream, valid_ids: np
     budget = working_budget(cfg.memory_budget_mb << 20)
     stream = train if callable(train) else (lambda: [np.asarray(train)])
     tables_dir = work_dir / "tables"
-    tables = corpus_count(stream, cfg.order, vocab_size, bos_id, eos_id, tables_dir, memory_budget_bytes=budget,
-                          progress=progress, parquet_dir=work_dir / "counts" if cfg.count_tables else None,
-                          mapper=mapper, partition_windows=cfg.partition_windows)
-    adjust_counts(tables, budget)
-    models = {name: _estimate_binary(name, tables, cfg, valid_ids, unk_id, work_dir, budget)
-              for name in cfg.models}
+    with reuse_freed_memory():  # each pass's chunks reuse the pages of the chunk before (arcore.ngram.heap)
+        tables = corpus_count(stream, cfg.order, vocab_size, bos_id, eos_id, tables_dir,
+                              memory_budget_bytes=budget, progress=progress,
+                              parquet_dir=work_dir / "counts" if cfg.count_tables else None,
+                              mapper=mapper, partition_windows=cfg.partition_windows)
+        release_heap()
+        adjust_counts(tables, budget)
+        release_heap()
+        models = {}
+        for name in cfg.models:
+            models[name] = _estimate_binary(name, tables, cfg, valid_ids, unk_id, work_dir, budget)
+            release_heap()
     write_npy(work_dir / UNIGRAM_COUNTS, tables.unigram_counts())
     atomic_write(work_dir / COUNTING_JSON, lambda f: f.write(json.dumps(
         {"tokens": tables.tokens, "partitions": tables.partitions, "working_budget_bytes": budget}).encode()))
