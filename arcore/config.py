@@ -51,6 +51,10 @@ class TrackingConfig(BaseModel):
     max_logged_model_mb: Optional[int] = Field(
         2048, ge=0, description="a stage whose output exceeds this many MiB logs no generation model (pyfunc) "
         "to MLflow: it would be copied three times (a 5-gram of 1 GB of text is ~16 GB); null: no limit")
+    max_artifact_mb: Optional[int] = Field(
+        1024, ge=0, description="a stage file over this many MiB is not uploaded to MLflow as an artifact (the "
+        "ARPA of a 5-gram of 1 GB of text is 4 GB, a copy per run); it stays in the stage's output directory and "
+        "the run's arpipe.artifacts_skipped tag names it; null: no limit")
     tags: dict[str, str] = Field(
         default_factory=dict, description="tags set on every pipeline parent run (`--set tracking.tags.team=lm`), "
         "to filter and group runs in the MLflow UI")

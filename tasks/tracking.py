@@ -211,8 +211,12 @@ class Tracker:
 
     def _log_stage_artifacts(self, run_id: str, result) -> None:
         out = Path(result.output_dir)
+        limit, skipped = self.cfg.max_artifact_mb, []
         for name in ["manifest.json", *result.artifacts]:
             if not (out / name).is_file():
+                continue
+            if limit is not None and (out / name).stat().st_size > limit * 2**20:
+                skipped.append(name)  # tracking.max_artifact_mb: a multi-GB copy per run helps nobody
                 continue
             if name.endswith(".table.json"):  # rows -> an MLflow table (shown in the UI's Evaluation tab)
                 rows = json.loads((out / name).read_text())
@@ -221,6 +225,9 @@ class Tracker:
             else:  # keep the stage's layout: model/config.json stays under model/
                 folder = Path(name).parent.as_posix()
                 self.client.log_artifact(run_id, str(out / name), artifact_path=None if folder == "." else folder)
+        if skipped:
+            self.client.set_tag(run_id, "arpipe.artifacts_skipped",
+                                f"{', '.join(skipped)} (over tracking.max_artifact_mb={limit}; in {out})")
 
     def log_generator(self, run_id: str, name: str, bundle_dir: Path) -> str:
         """Log ``bundle_dir`` (arcore.generate.export_bundle) as an MLflow 3 LoggedModel ``name`` of the run

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from arcore.errors import InputError
 from arcore.ngram.backoff import BackoffModel
 from arcore.ngram.counts import atomic_write
+from arcore.ngram.diskarray import PageDropper
 from arcore.ngram.index import decode, locate
 
 LN10 = np.log(10.0)
@@ -88,6 +89,7 @@ def write_arpa(model: BackoffModel, path: Path, words: Sequence[str] | None = No
         # files) otherwise left 5.2 GB of them resident by the end of the text
         mapped = sum(len(m) for m, _ in getattr(model, "_maps", ()))
         release = mapped > (512 << 20)
+        written = PageDropper(f)
         out.write(("\\data\\\n" + "".join(f"ngram {n}={m}\n" for n, m in
                                           enumerate(model.num_ngrams(), start=1))).encode())
         for n in range(1, model.order + 1):
@@ -96,7 +98,9 @@ def write_arpa(model: BackoffModel, path: Path, words: Sequence[str] | None = No
             if size == 0:
                 out.write(b"\n")
             for lo in range(0, size, chunk_rows):
-                out.write(_section_chunk(model, word_arr, n, lo, min(size, lo + chunk_rows)))
+                text = _section_chunk(model, word_arr, n, lo, min(size, lo + chunk_rows))
+                out.write(text)
+                written(text.size)  # a large text goes to the disk as it is written (drop_pages)
                 if release:  # the pages read through the maps would otherwise stay resident
                     model.release_pages()
         out.write(b"\n\\end\\\n")

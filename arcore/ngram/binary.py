@@ -34,7 +34,7 @@ import numpy as np
 
 from arcore.errors import InputError, StageError
 from arcore.ngram.backoff import BackoffModel
-from arcore.ngram.heap import release as release_heap
+from arcore.ngram.diskarray import PageDropper, release_memory
 from arcore.ngram.probing import SLOT, KeyHash, RecordSource, num_buckets, read_npy, write_table
 
 FORMAT, VERSION = "arpipe-ngram-binary", 3  # 2: two-slot buckets at load 1/2; 3: ~row for non-prefixes
@@ -57,11 +57,13 @@ class _NpyAppender:
         self.path, self.dtype, self.length = path, np.dtype(dtype), 0
         self.file = open(path, "wb")
         self.file.write(_npy_header(self.dtype, 0))
+        self.dropper = PageDropper(self.file)  # written out as it goes, its pages reused (drop_pages)
 
     def write(self, values: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=self.dtype)
         self.file.write(memoryview(values.view(np.uint8)))
         self.length += values.size
+        self.dropper(values.nbytes)
 
     def close(self, length: int | None = None) -> None:
         self.length = self.length if length is None else length
@@ -211,9 +213,9 @@ class BinaryModelWriter:
                               None if top else path("keys", n + 1), 0 if top else self.num_ngrams[n],
                               self.meta["vocab_size"])
         table = _NpyAppender(path("table"), SLOT)
-        length = write_table(table.file, source, self.memory_budget_bytes, self.partial)
+        length = write_table(table.file, source, self.memory_budget_bytes, self.partial, table.dropper)
         table.close(length)
-        release_heap()  # the next order's table reuses nothing of this one's partitions
+        release_memory()  # the next order's table reuses nothing of this one's partitions
         return {"num_buckets": num_buckets(m), "slots": length}
 
     def _write_unigram_extends(self, block: int = 1 << 20) -> None:

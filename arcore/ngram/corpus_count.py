@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from arcore.errors import InputError, StageError
 from arcore.io import atomic_write_bytes
 from arcore.ngram.counts import document_starts, insert_bos
-from arcore.ngram.diskarray import NpyAppender, NpyFile, release_memory, write_npy
+from arcore.ngram.diskarray import NpyAppender, NpyFile, drop_pages, read_dropping, release_memory, write_npy
 from arcore.parallel import OptionalMapper
 
 Progress = Optional[Callable[[int, Optional[int]], None]]
@@ -307,12 +307,14 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
                     files[p].write(w[by_part[bounds[p]:bounds[p + 1]]].tobytes())
     finally:
         for f in files:
+            drop_pages(f, sync=not f.closed)  # written out, their pages reused (diskarray.drop_pages)
             f.close()
     w = part = by_part = None  # the last piece's arrays, before the partitions need the memory
     release_memory()
     # sort + group each partition, append its n-grams to the per-order tables
     def load(p: int) -> np.ndarray:
-        raw = np.fromfile(spill / f"part-{p:05d}.bin", dtype=dtype)
+        with open(spill / f"part-{p:05d}.bin", "rb") as f:
+            raw = read_dropping(f, dtype, -1)
         return raw.reshape(-1, order)
 
     count = partial(count_partition, vocab=V, bos_id=bos_id, with_columns=parquet_dir is not None)

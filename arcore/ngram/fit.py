@@ -41,8 +41,8 @@ from arcore.ngram.adjust_counts import adjust_counts, counts_of_counts
 from arcore.ngram.binary import BinaryModelWriter, load_binary, save_binary
 from arcore.ngram.corpus_count import CountTables, Stream, corpus_count
 from arcore.ngram.counts import NGramCounts, atomic_write, save_counts
-from arcore.ngram.diskarray import working_budget, write_npy
-from arcore.ngram.heap import release as release_heap, reuse_freed_memory
+from arcore.ngram.diskarray import release_memory, working_budget, write_npy
+from arcore.ngram.heap import reuse_freed_memory
 from arcore.ngram.index import NGramIndex
 from arcore.ngram.interpolate import interpolate_kneser_ney
 from arcore.ngram.interpolation import estimate_interpolated, stream_interpolated
@@ -139,13 +139,13 @@ def fit_ngram_models(cfg: NGramConfig, train: np.ndarray | Stream, valid_ids: np
                               memory_budget_bytes=budget, progress=progress,
                               parquet_dir=work_dir / "counts" if cfg.count_tables else None,
                               mapper=mapper, partition_windows=cfg.partition_windows)
-        release_heap()
+        release_memory()
         adjust_counts(tables, budget)
-        release_heap()
+        release_memory()
         models = {}
         for name in cfg.models:
             models[name] = _estimate_binary(name, tables, cfg, valid_ids, unk_id, work_dir, budget)
-            release_heap()
+            release_memory()
     write_npy(work_dir / UNIGRAM_COUNTS, tables.unigram_counts())
     atomic_write(work_dir / COUNTING_JSON, lambda f: f.write(json.dumps(
         {"tokens": tables.tokens, "partitions": tables.partitions, "working_budget_bytes": budget}).encode()))

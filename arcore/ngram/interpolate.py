@@ -29,8 +29,7 @@ from arcore.errors import InputError
 from arcore.ngram.adjust_counts import adjusted, chunk_rows
 from arcore.ngram.backoff import BackoffModel
 from arcore.ngram.corpus_count import CountTables
-from arcore.ngram.diskarray import NpyAppender, NpyFile, SegmentSums, gather
-from arcore.ngram.heap import release as release_heap
+from arcore.ngram.diskarray import NpyAppender, NpyFile, SegmentSums, gather, release_memory
 from arcore.ngram.kneser_ney import Discounts
 
 
@@ -119,7 +118,7 @@ def interpolate_kneser_ney(tables: CountTables, discounts: Discounts, writer, wo
             p_lower.path.unlink()
         p_lower = NpyFile(p_path)
         pending = (keys, p_lower)
-        release_heap()  # one order's chunks are the next order's sizes, not its pages
+        release_memory()  # one order's chunks are the next order's sizes, not its pages
     _write_order(writer, N, pending, None, step)
     if isinstance(p_lower, NpyFile):
         p_lower.path.unlink()

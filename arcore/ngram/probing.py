@@ -38,9 +38,11 @@ from __future__ import annotations
 import math
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 import numpy as np
+
+from arcore.ngram.diskarray import drop_pages, read_dropping
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing (Knuth): 2^64 / phi, odd
 _OFFSET = np.uint64(0x9E3779B97F4A7C14)  # multiplier - 1: h(k) = k * M + M - 1 = (k + 1) * M - 1
@@ -252,20 +254,23 @@ class RecordSource:
 
 
 def read_npy(path: Path, header: int, dtype: str, lo: int, hi: int) -> np.ndarray:
-    """Items ``[lo, hi)`` of a 1-D ``.npy`` file of 8-byte items whose data starts at byte ``header``."""
+    """Items ``[lo, hi)`` of a 1-D ``.npy`` file of 8-byte items whose data starts at byte ``header``
+    (large reads drop the pages they read: ``diskarray.drop_pages``)."""
     with open(path, "rb") as f:
         f.seek(header + 8 * lo)
-        return np.fromfile(f, dtype=dtype, count=hi - lo)
+        return read_dropping(f, dtype, hi - lo)
 
 
-def write_table(out: BinaryIO, source: RecordSource, memory_budget_bytes: int, work_dir: Path) -> int:
+def write_table(out: BinaryIO, source: RecordSource, memory_budget_bytes: int, work_dir: Path,
+                wrote: Callable[[int], None] = lambda nbytes: None) -> int:
     """Append the table over ``source``'s records to ``out`` in bounded memory; returns its length in slots.
 
     Pass 1 reads the records in chunks and appends each to the partition of its hash's top bits (files
     under ``work_dir``); pass 2 builds each partition's stretch of the table in memory and writes it, in
     partition order, carrying the first free slot from one partition to the next. Memory: at most about
     ``_BUDGET_SHARE`` of ``memory_budget_bytes`` whatever the order's size (partitions are sized by
-    ``_BUILD_BYTES_PER_KEY``).
+    ``_BUILD_BYTES_PER_KEY``). ``wrote(nbytes)`` is told of every write to ``out`` (``PageDropper``); the
+    partition files are written out and their pages dropped as pass 1 ends, then dropped as read.
     """
     m = source.size
     buckets = num_buckets(m)
@@ -276,6 +281,7 @@ def write_table(out: BinaryIO, source: RecordSource, memory_budget_bytes: int, w
     if bits == 0:
         table = _stretch(source.read(0, m), buckets, 0)
         out.write(memoryview(table.view(np.uint8)))
+        wrote(table.nbytes)
         end = table.size
     else:
         with tempfile.TemporaryDirectory(prefix="probing-", dir=work_dir) as tmp:
@@ -292,10 +298,18 @@ def write_table(out: BinaryIO, source: RecordSource, memory_budget_bytes: int, w
                         f.write(memoryview(rec[bounds[p]:bounds[p + 1]].view(np.uint8)))
             for name in names:
                 if name.exists():
-                    table = _stretch(np.fromfile(name, dtype=SLOT), buckets, end)
+                    with open(name, "rb") as f:
+                        drop_pages(f, sync=True)
+            for name in names:
+                if name.exists():
+                    with open(name, "rb") as f:
+                        part = read_dropping(f, SLOT, -1)
+                    table = _stretch(part, buckets, end)
                     name.unlink()
                     out.write(memoryview(table.view(np.uint8)))
+                    wrote(table.nbytes)
                     end += table.size
     tail = _tail(end, buckets)
     out.write(memoryview(tail.view(np.uint8)))
+    wrote(tail.nbytes)
     return end + tail.size

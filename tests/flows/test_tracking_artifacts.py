@@ -56,3 +56,25 @@ def test_artifacts_beside_the_store_and_a_cached_rerun_uploads_none(prefect_harn
         assert tags["cached"] == "true" and "arpipe.artifacts_logged" not in tags, stage
         assert tags["arpipe.artifacts_run_id"] == first_runs[stage].info.run_id, stage
         assert client.list_artifacts(run.info.run_id) == [], stage
+
+
+def test_a_file_over_max_artifact_mb_stays_in_the_output_and_the_run_names_it(tmp_path):
+    from types import SimpleNamespace
+
+    from arcore.config import TrackingConfig
+    from tasks.tracking import Tracker
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    (out / "small.arpa").write_text("\\data\\\n")
+    with open(out / "big.arpa", "wb") as f:  # 3 MiB
+        f.truncate(3 << 20)
+    tracker = Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", max_artifact_mb=2))
+    client = tracker.client
+    run = client.create_run(client.create_experiment("t", artifact_location=(tmp_path / "mlruns").as_uri()))
+    tracker._log_stage_artifacts(run.info.run_id, SimpleNamespace(output_dir=str(out),
+                                                                  artifacts=("small.arpa", "big.arpa")))
+    assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["manifest.json", "small.arpa"]
+    tag = client.get_run(run.info.run_id).data.tags["arpipe.artifacts_skipped"]
+    assert tag.startswith("big.arpa (over tracking.max_artifact_mb=2; in ") and str(out) in tag
