@@ -162,17 +162,28 @@ def _log_stage(stage: Stage, config: PipelineConfig, tracker: Tracker, child: st
     lacks them: a run killed before registering), then metrics, manifest and artifacts."""
     if stage.exports and (not cached or unregistered(config.registry, tracker, {
             "stage": result.stage, "output_dir": result.output_dir})):
-        size_mb = sum(f.stat().st_size for f in Path(result.output_dir).rglob("*") if f.is_file()) / 2 ** 20
+        shipped = shipped_dirs(stage, upstream, Path(result.output_dir))
+        size_mb = sum(f.stat().st_size for d in shipped for f in d.rglob("*") if f.is_file()) / 2 ** 20
         limit = config.tracking.max_logged_model_mb
         if limit is None or size_mb <= limit:
             _log_generators(tracker, child, stage.exports, upstream, result)
         else:
             get_run_logger().warning(
-                "%s: not logging its generation models to MLflow: the output is %.0f MiB, over "
-                "tracking.max_logged_model_mb=%d; they stay in %s", stage.name, size_mb, limit, result.output_dir)
+                "%s: not logging its generation models to MLflow: the output (with a mixture's parts) is %.0f "
+                "MiB, over tracking.max_logged_model_mb=%d; they stay in %s", stage.name, size_mb, limit,
+                ", ".join(map(str, shipped)))
             tracker.client.set_tag(child, "arpipe.models_not_logged",
                                    f"output {size_mb:.0f} MiB > tracking.max_logged_model_mb={limit}")
     tracker.finish_stage_run(child, result, cached=cached)
+
+
+def shipped_dirs(stage: Stage, upstream: dict[str, StageRef], output_dir: Path) -> list[Path]:
+    """The stage outputs whose files the stage's generation models ship: its own, and for a stage that
+    exports a mixture (evaluate), its upstream model stages' too (a mixture's bundle holds its parts)."""
+    shipped = [Path(output_dir)]
+    if any(name.startswith("mixture") for name in stage.exports):
+        shipped += [Path(ref.path) for u, ref in upstream.items() if u not in ("ingest", "tokenizer", "shards")]
+    return shipped
 
 
 def _log_generators(tracker: Tracker, run_id: str, names: tuple[str, ...], upstream: dict[str, StageRef],

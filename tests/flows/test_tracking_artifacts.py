@@ -78,3 +78,18 @@ def test_a_file_over_max_artifact_mb_stays_in_the_output_and_the_run_names_it(tm
     assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["manifest.json", "small.arpa"]
     tag = client.get_run(run.info.run_id).data.tags["arpipe.artifacts_skipped"]
     assert tag.startswith("big.arpa (over tracking.max_artifact_mb=2; in ") and str(out) in tag
+
+
+def test_a_mixtures_size_for_max_logged_model_mb_counts_its_parts(tmp_path):
+    """At 1 GB of text the evaluate stage's own output is a few KB, but the best mixture's bundle holds the
+    9.5 GB n-gram model: the size limit must see the parts (it once filled the disk copying them)."""
+    from flows.pipeline import shipped_dirs
+    from flows.stages import get_stage
+    from tasks.contract import StageRef
+
+    refs = {name: StageRef(stage=name, key="k", path=str(tmp_path / name), digest="d")
+            for name in ("tokenizer", "shards", "ngram", "rnn", "infinigram")}
+    out = tmp_path / "out"
+    assert shipped_dirs(get_stage("evaluate"), refs, out) == [out] + [tmp_path / n for n in ("ngram", "rnn", "infinigram")]
+    ngram_refs = {k: refs[k] for k in ("tokenizer", "shards")}
+    assert shipped_dirs(get_stage("ngram"), ngram_refs, out) == [out]
