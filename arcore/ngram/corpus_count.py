@@ -340,8 +340,7 @@ def corpus_count(stream: Stream, order: int, vocab_size: int, bos_id: int, eos_i
             for n in range(2, order + 1):
                 base[n] += len(pc.count[n - 2])
             (spill / f"part-{p:05d}.bin").unlink()
-            del pc  # before the next partition is loaded and counted
-            release_memory()
+            del pc  # before the next partition is loaded and counted, which reuses its pages (ngram.heap)
             if progress is not None:
                 progress(p + 1, len(part_starts))
     except BaseException:
