@@ -14,6 +14,8 @@ Both refuse bad input with one-line ``ArpipeError``s before doing anything.
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Optional
 
@@ -92,6 +94,13 @@ def serve_pipeline(config: PipelineConfig, cron: str, name: str = DEFAULT_DEPLOY
         tags=["arpipe", "scheduled"],
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    # Ctrl-C takes the SIGTERM path: Prefect's runner shuts down on SIGTERM at once, while a first SIGINT
+    # only cancels asyncio's main task, which the runner's loops can absorb (the full suite once saw a
+    # served process ignore SIGINT for 60 s, then stop at once on SIGTERM). asyncio keeps a handler that
+    # is not Python's default, so this one stays installed while serve() runs.
+    import signal
+
+    signal.signal(signal.SIGINT, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
     serve(deployment)
 
 
