@@ -198,7 +198,10 @@ def test_servers_on_postgres_see_the_database_and_recover_after_it_restarts(tmp_
             pg.stop()
             # the healthchecks see the database: both fail while it is down
             assert wait_for(p_ready, ok=False) == 503
-            assert wait_for(m_ready, ok=False) >= 500
+            # MLflow answers 5xx, or its request hangs on the dead pool past the 10 s client timeout (0):
+            # either fails the compose healthcheck, which has its own timeout
+            m_down = wait_for(m_ready, ok=False)
+            assert m_down == 0 or m_down >= 500, m_down
             assert status(f"http://127.0.0.1:{p_port}/api/health") == 200  # what the old check asked
 
             pg.start()
