@@ -13,8 +13,8 @@ raised, 0.03 s and 651. The n-gram stage's system time at 1 GB of text fell from
 How: ``reuse_freed_memory()`` raises glibc's mmap and trim thresholds (``mallopt``) so large blocks come
 from the heap and stay there when freed, where the next chunk's equal-sized arrays find them.
 ``diskarray.release_memory()`` (``malloc_trim(0)``) gives the free pages back to the kernel; the passes
-call it at the end of each pass, so memory a pass no longer needs is never held by the next one, and the peak stays the
-largest pass's working set, as with mmap. On exit the thresholds go back to glibc's largest dynamic
+call it at the end of each pass, so memory a pass no longer needs is never held by the next one, and the
+peak stays the largest pass's working set, as with mmap. On exit the thresholds go back to glibc's largest dynamic
 values (32 MiB, 64 MiB) and the free pages are released. Other C libraries (musl) and other systems:
 both are no-ops.
 """
